@@ -1,0 +1,145 @@
+"""Reading a submission for rule breaks, without running it.
+
+- "From scratch": attention written with torch's ready-made modules or functions is found in the code's
+  AST (not by a regex over text, so comments and strings don't count) and the part's points are withheld.
+- Locked cells: an edited "DO NOT CHANGE" cell is found with nbgrader's own checksum against the release.
+  Grading uses the original given code anyway, as nbgrader does; the edit is reported.
+- Missing or duplicated cells, cells run out of order: reported, graded by class all the same.
+"""
+import ast
+import functools
+import json
+from dataclasses import dataclass, field
+
+import nbformat
+from nbgrader.utils import compute_checksum, is_locked
+
+from .notebook_code import PART_CELLS
+from .reference import RELEASE
+
+FORBIDDEN = {
+    "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
+    "TransformerDecoderLayer", "scaled_dot_product_attention", "multi_head_attention_forward",
+}
+FORBIDDEN_MODULES = ("torch.nn", "torch.nn.functional", "torch.nn.modules", "nn", "F", "functional")
+
+
+@dataclass
+class Findings:
+    flags: list = field(default_factory=list)
+    withheld: dict = field(default_factory=dict)  # part -> reason its points are withheld
+
+
+def _dotted(node):
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def _forbidden_uses(tree):
+    """(top-level definition name, line, what) for each use of a forbidden torch API."""
+    imported = {}  # local alias -> forbidden name, from `from torch.nn import MultiheadAttention as M`
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
+            for alias in node.names:
+                if alias.name in FORBIDDEN:
+                    imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    uses = []
+    for top in tree.body:
+        owner = getattr(top, "name", "<top level>")
+        for node in ast.walk(top):
+            what = None
+            if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN:
+                dotted = _dotted(node) or node.attr
+                if dotted.rsplit(".", 1)[0] in FORBIDDEN_MODULES or dotted.startswith("torch."):
+                    what = dotted
+            elif isinstance(node, ast.Name) and node.id in imported and isinstance(node.ctx, ast.Load):
+                what = imported[node.id]
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                  and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and node.args[1].value in FORBIDDEN):
+                what = f'getattr(..., "{node.args[1].value}")'
+            if what:
+                uses.append((owner, node.lineno, what))
+    return uses
+
+
+def _names_used(node):
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def forbidden_api(code):
+    """Parts whose class uses a forbidden API, directly or through a helper defined in the notebook."""
+    findings = Findings()
+    helpers = {}  # helper name -> first use found in it
+    part_uses = {}
+    for index, source in code.cell_sources.items():
+        tree = ast.parse(source)
+        class_nodes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+        for owner, line, what in _forbidden_uses(tree):
+            where = f"{what} (cell {index}, line {line})"
+            if owner in PART_CELLS and code.class_cells.get(owner) == index:
+                part_uses.setdefault(owner, where)
+            elif owner not in PART_CELLS:
+                helpers.setdefault(owner, where)
+        for part, node in class_nodes.items():
+            if part in PART_CELLS and code.class_cells.get(part) == index:
+                for helper in _names_used(node) & set(helpers):
+                    part_uses.setdefault(part, f"{helpers[helper]} through {helper}")
+    for part, where in part_uses.items():
+        findings.flags.append(f"forbidden API in {part}: {where}")
+        findings.withheld[part] = f"{part} uses {where}; attention must be written from scratch"
+    return findings
+
+
+@functools.lru_cache(maxsize=None)
+def release_checksums(path=RELEASE):
+    release = json.loads(path.read_text(encoding="utf-8"))
+    return {cell["metadata"]["nbgrader"]["grade_id"]: cell["metadata"]["nbgrader"]["checksum"]
+            for cell in release["cells"] if "checksum" in cell.get("metadata", {}).get("nbgrader", {})
+            and cell["metadata"]["nbgrader"].get("locked")}
+
+
+def locked_cells(notebook):
+    """Edited, missing or duplicated locked cells, by nbgrader's checksum of the cell as submitted."""
+    flags, seen = [], {}
+    expected = release_checksums()
+    # reads() joins list-of-lines sources the way nbgrader saw them when it computed the checksums.
+    for cell in nbformat.reads(json.dumps(notebook), as_version=4).get("cells", []):
+        nbgrader = cell.get("metadata", {}).get("nbgrader")
+        if not nbgrader or nbgrader.get("grade_id") not in expected:
+            continue
+        grade_id = nbgrader["grade_id"]
+        seen[grade_id] = seen.get(grade_id, 0) + 1
+        try:
+            edited = not is_locked(cell) or compute_checksum(cell) != expected[grade_id]
+        except (KeyError, AttributeError, TypeError):
+            edited = True
+        if edited:
+            flags.append(f"locked cell '{grade_id}' was edited; graded with the original given code")
+    flags += [f"locked cell '{g}' appears {n} times" for g, n in seen.items() if n > 1]
+    if seen:  # a notebook without any nbgrader metadata (Colab strips it) can't say which cells are missing
+        flags += [f"locked cell '{g}' is missing" for g in expected if g not in seen]
+    return flags
+
+
+def run_order(notebook):
+    counts = [cell.get("execution_count") for cell in notebook.get("cells", [])
+              if isinstance(cell, dict) and cell.get("cell_type") == "code"]
+    counts = [c for c in counts if isinstance(c, int)]
+    flags = []
+    if not counts:
+        flags.append("the notebook has no executed cells (outputs cleared?)")
+    elif any(b <= a for a, b in zip(counts, counts[1:])):
+        flags.append("cells were run out of order")
+    return flags
+
+
+def inspect_code(notebook, code):
+    findings = forbidden_api(code)
+    findings.flags += locked_cells(notebook) + run_order(notebook)
+    return findings

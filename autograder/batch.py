@@ -1,0 +1,147 @@
+"""Grading a folder of submissions: resumable, parallel, and every submission gets a gradebook row.
+
+A finished submission's results.json records its content hash and the grader's version; a rerun with
+the same --out reuses it unless --force, so a batch killed halfway loses nothing. grades.csv is rebuilt
+from the results of this batch at the end (and after each submission, so a kill leaves a usable file).
+"""
+import concurrent.futures
+import csv
+import hashlib
+import json
+import multiprocessing
+import os
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import GRADER_VERSION, feedback, report, unpack
+from .pipeline import grade_submission, results_document, row_key
+from .rubric import PARTS, TOTAL
+
+CSV_COLUMNS = ["student_id", "score", "max_score", *PARTS, "flags", "error"]
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path, document):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".json.tmp")
+    temporary.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def cached_results(path, sha256):
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        extra = document["extra_data"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if extra.get("submission_sha256") == sha256 and extra.get("grader_version") == GRADER_VERSION:
+        return document
+    return None
+
+
+def _grade_safely(path, settings):
+    """Runs in a pool process. A grader bug becomes a row with the reason, never a lost submission."""
+    try:
+        return grade_submission(path, settings) + (None,)
+    except Exception:  # noqa: BLE001 (a grader failure must still produce a row)
+        key = row_key(path, unpack.student_id_from_name(Path(path)))
+        problem = traceback.format_exc(limit=5)
+        document = results_document(key, {}, flags=[], error=f"grader error: {problem.strip().splitlines()[-1]}",
+                                    extra={"submission_sha256": file_sha256(path), "source": Path(path).name})
+        return key, document, problem
+
+
+def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
+    """Grade every submission under `paths` into `out`. Returns (documents by key, grader failures)."""
+    console = console or Console(stderr=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    submissions = unpack.discover([Path(p) for p in paths])
+    documents, failures, todo = {}, [], []
+    for path in submissions:
+        key = row_key(path, unpack.student_id_from_name(path))
+        cached = None if force else cached_results(out / key / "results.json", file_sha256(path))
+        if cached:
+            documents[key] = cached
+            if not (out / key / "feedback.md").exists():
+                feedback.write_safely(out / key, cached)
+        else:
+            todo.append(path)
+
+    def finish(key, document, problem, path):
+        if key in documents and documents[key]["extra_data"].get("source") != document["extra_data"].get("source"):
+            document["extra_data"]["flags"].append(f"another file for {key} was also submitted: "
+                                                   f"{documents[key]['extra_data'].get('source')}")
+        documents[key] = document
+        write_json_atomic(out / key / "results.json", document)
+        feedback.write_safely(out / key, document)
+        if problem:
+            failures.append((path, problem))
+        write_gradebook(out, documents)
+
+    columns = (TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("", total=len(todo))
+        if jobs <= 1:
+            for path in todo:
+                progress.update(task, description=path.name)
+                finish(*_grade_safely(path, settings), path)
+                progress.advance(task)
+        else:
+            # spawn, not fork: the parent has torch (and its thread pools) loaded already.
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+                futures = {pool.submit(_grade_safely, path, settings): path for path in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    path = futures[future]
+                    try:
+                        result = future.result()
+                    except Exception as exc:  # noqa: BLE001 (a pool process died: still a row)
+                        key = row_key(path, unpack.student_id_from_name(path))
+                        result = (key, results_document(key, {}, flags=[], error=f"grader error: {exc}",
+                                                        extra={"source": path.name}), repr(exc))
+                    progress.update(task, description=path.name)
+                    finish(*result, path)
+                    progress.advance(task)
+    write_gradebook(out, documents)
+    report.write_safely(out)
+    console.print(summary_table(documents, skipped=len(submissions) - len(todo)))
+    return documents, failures
+
+
+def write_gradebook(out, documents):
+    temporary = Path(out) / "grades.csv.tmp"
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, CSV_COLUMNS)
+        writer.writeheader()
+        for key in sorted(documents):
+            extra = documents[key]["extra_data"]
+            writer.writerow({"student_id": key, "score": documents[key]["score"], "max_score": TOTAL,
+                             **{part: extra.get("parts", {}).get(part, 0) for part in PARTS},
+                             "flags": "; ".join(extra.get("flags", [])), "error": extra.get("error") or ""})
+    os.replace(temporary, Path(out) / "grades.csv")
+
+
+def summary_table(documents, skipped=0):
+    table = Table(title=f"{len(documents)} submissions" + (f" ({skipped} reused from earlier runs)" if skipped else ""))
+    for column in ["student", "score", *[p[:12] for p in PARTS], "seconds", "notes"]:
+        table.add_column(column, overflow="fold")
+    for key in sorted(documents):
+        document = documents[key]
+        extra = document["extra_data"]
+        notes = extra.get("error") or "; ".join(extra.get("flags", []))
+        table.add_row(key, f"{document['score']:g}", *[f"{extra.get('parts', {}).get(p, 0):g}" for p in PARTS],
+                      f"{document.get('execution_time', 0):.1f}", notes[:80])
+    return table

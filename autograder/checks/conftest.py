@@ -1,0 +1,61 @@
+"""Fixtures every hidden check uses; the grading pipeline supplies their context through pytest's config.
+
+- student: runs a harness operation on the student's classes in the sandboxed worker. When the code
+  raises, hangs, crashes or runs out of memory, the check fails with what happened, in plain words.
+- reference: runs the same operation on the master notebook's classes, in this process.
+- settings: the device and the training configuration of this grading run.
+"""
+import time
+
+import pytest
+
+from autograder.client import StudentError
+
+NEEDS = {"pe": ("PositionalEncoding",), "mha_info": ("MultiHeadAttention",), "mha_sdp": ("MultiHeadAttention",),
+         "mha_forward": ("MultiHeadAttention",), "train": ("PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer")}
+PREFIX = {"time": "", "memory": "", "crash": "", "protocol": "", "exception": "your code raised an error:\n"}
+
+
+class Student:
+    def __init__(self, client, timeout, budget):
+        self.client, self.timeout = client, timeout
+        self.deadline = time.monotonic() + budget
+
+    def run(self, op, *, timeout=None, **args):
+        needed = NEEDS.get(op) or ("EncoderLayer" if args.get("kind") == "encoder" else "DecoderLayer",)
+        try:
+            report = self.client.loaded()
+        except StudentError as error:
+            pytest.fail(f"the submission could not be loaded: {error.message}", pytrace=False)
+        for name in needed:
+            if not report["defined"].get(name):
+                load_errors = [e["error"] for e in report["errors"] if e["label"].endswith(f": {name}")]
+                detail = f": {load_errors[0]}" if load_errors else ""
+                pytest.fail(f"class {name} is not defined in the notebook{detail}", pytrace=False)
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            pytest.fail("time limit: the submission used up its total grading time", pytrace=False)
+        try:
+            return self.client.call(op, min(timeout or self.timeout, remaining), **args)
+        except StudentError as error:
+            pytest.fail(PREFIX[error.kind] + error.message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def grading(request):
+    return request.config.grading
+
+
+@pytest.fixture(scope="session")
+def student(grading):
+    return Student(grading.client, grading.settings.check_timeout, grading.settings.submission_budget)
+
+
+@pytest.fixture(scope="session")
+def reference(grading):
+    return grading.reference
+
+
+@pytest.fixture(scope="session")
+def settings(grading):
+    return grading.settings

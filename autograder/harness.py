@@ -1,0 +1,261 @@
+"""What a check does to a set of classes: build a module, give it weights by role, run it.
+
+The judge runs these operations on the reference classes in its own process and asks a sandboxed
+worker to run the very same operations on a student's classes, so both sides go through identical
+code and only the classes differ. This file is copied into each sandbox next to worker.py and
+protocol.py: it imports nothing from the autograder package.
+"""
+import functools
+import linecache
+import traceback
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Captured before any student code runs, so that patching torch later cannot fake a training run.
+_cross_entropy = F.cross_entropy
+_adam = torch.optim.Adam
+_adam_step = torch.optim.Adam.step
+_adam_zero_grad = torch.optim.Adam.zero_grad
+_backward = torch.Tensor.backward
+_item = torch.Tensor.item
+_manual_seed = torch.manual_seed
+
+PREAMBLE = """\
+import math
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+"""
+PART_CLASSES = ("PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer")
+ENCODER_ROLES = ("self_attn", "norm1", "ffn", "norm2")
+DECODER_ROLES = ("self_attn", "norm1", "cross_attn", "norm2", "ffn", "norm3")
+
+
+def _exec_unit(namespace, unit):
+    """Run one top-level statement; a failure is reported and the others still run."""
+    filename = unit["filename"]
+    linecache.cache[filename] = (len(unit["source"]), None, unit["source"].splitlines(True), filename)
+    try:
+        exec(compile(unit["source"], filename, "exec"), namespace)  # noqa: S102 (the sandbox is the boundary)
+        return None
+    except BaseException as exc:  # a student's top level may even call sys.exit
+        return {"label": unit["label"], "error": describe_exception(exc)}
+
+
+def load_namespaces(units, given, reference_mha, device="cpu"):
+    """Build the two namespaces a submission is graded in.
+
+    own: the student's code with the given FFN and Transformer on top (as nbgrader grades edited locked
+    cells: with the original). isolated: the same, but MultiHeadAttention is the reference one, so the
+    encoder and decoder layers are judged without paying again for an attention bug.
+    """
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    namespaces, errors = {}, []
+    for name in ("own", "isolated"):
+        namespace = {"__name__": f"submission_{name}", "device": torch.device(device), "FAST_RUN": True}
+        exec(PREAMBLE, namespace)  # noqa: S102
+        for unit in units:
+            error = _exec_unit(namespace, unit)
+            if error and name == "own":
+                errors.append(error)
+        for unit in given:
+            _exec_unit(namespace, unit)
+        if name == "isolated":
+            _exec_unit(namespace, reference_mha)
+        namespaces[name] = namespace
+    defined = {cls: isinstance(namespaces["own"].get(cls), type) for cls in PART_CLASSES}
+    return namespaces, {"defined": defined, "errors": errors}
+
+
+def describe_exception(exc, limit=1500):
+    """The exception and the student's own frames, short: enough to find the line, nothing of ours."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
+    lines = [f"{f.filename[1:-1]}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}" for f in frames[-3:]]
+    lines.append("".join(traceback.format_exception_only(type(exc), exc)).strip())
+    return "\n".join(lines)[:limit]
+
+
+# ----------------------------------------------------------------- PositionalEncoding / attention
+
+def op_pe(ns, dim, seq_len_max, X):
+    pe = ns["PositionalEncoding"](dim, seq_len_max)
+    buffers = dict(pe.named_buffers())
+    with torch.no_grad():
+        out = pe(X)
+    return {"PE": buffers.get("PE"), "parameters": [name for name, _ in pe.named_parameters()], "out": out}
+
+
+def _linear_info(module):
+    weight = getattr(module, "weight", None)
+    if not isinstance(module, nn.Module) or not isinstance(weight, torch.Tensor):
+        return None
+    return {"weight": list(weight.shape), "bias": getattr(module, "bias", None) is not None}
+
+
+def op_mha_info(ns, dim, head_num):
+    mha = ns["MultiHeadAttention"](dim, head_num)
+    info = {name: _linear_info(getattr(mha, name, None)) for name in ("W_q", "W_k", "W_v", "W_o")}
+    info["parameters"] = sum(p.numel() for p in mha.parameters())
+    return info
+
+
+def _set_linear(linear, weights):
+    with torch.no_grad():
+        linear.weight.copy_(weights["weight"])
+        if getattr(linear, "bias", None) is not None:
+            linear.bias.copy_(weights["bias"])
+
+
+def op_mha_sdp(ns, dim, head_num, Q, K, V, mask=None):
+    _manual_seed(0)
+    mha = ns["MultiHeadAttention"](dim, head_num).eval()
+    with torch.no_grad():
+        return mha.scaled_dot_product(Q, K, V, mask)
+
+
+def op_mha_forward(ns, dim, head_num, weights, X_Q, X_K, X_V, mask=None):
+    _manual_seed(0)
+    mha = ns["MultiHeadAttention"](dim, head_num).eval()
+    for name, linear_weights in weights.items():
+        _set_linear(getattr(mha, name), linear_weights)
+    with torch.no_grad():
+        return mha(X_Q, X_K, X_V, mask)
+
+
+# ----------------------------------------------------------------- encoder and decoder layers
+
+def _build_layer(ns, kind, dims):
+    _manual_seed(0)
+    cls = ns["EncoderLayer" if kind == "encoder" else "DecoderLayer"]
+    return cls(dims["dim"], dims["head_num"], dims["FFN_dim"], dims["dropout"])
+
+
+def _run_layer(layer, kind, inputs):
+    if kind == "encoder":
+        return layer(inputs["X"], inputs["mask"])
+    return layer(inputs["X"], inputs["enc_output"], inputs["cross_attn_mask"], inputs["self_attn_mask"])
+
+
+def trace_roles(ns, layer, kind, inputs):
+    """The sublayer modules in the order the forward calls them, each with its role.
+
+    Roles come from behaviour, not attribute names: the k-th LayerNorm call is norm{k}, an attention
+    whose keys are the encoder output is the cross-attention. A module called twice keeps its first role.
+    """
+    mha_cls, ffn_cls = ns["MultiHeadAttention"], ns["FFN"]
+    calls = []
+
+    def record(module, _module, args, kwargs):
+        if isinstance(module, mha_cls):
+            keys = args[1] if len(args) > 1 else kwargs.get("X_K")
+            enc_output = inputs.get("enc_output")
+            is_cross = (enc_output is not None and isinstance(keys, torch.Tensor)
+                        and keys.shape == enc_output.shape and torch.equal(keys, enc_output))
+            calls.append((module, "cross_attn" if is_cross else "self_attn"))
+        elif isinstance(module, ffn_cls):
+            calls.append((module, "ffn"))
+        else:
+            calls.append((module, f"norm{sum(role.startswith('norm') for _, role in calls) + 1}"))
+
+    handles = [m.register_forward_pre_hook(functools.partial(record, m), with_kwargs=True)
+               for m in layer.modules() if isinstance(m, (mha_cls, ffn_cls, nn.LayerNorm))]
+    try:
+        was_training = layer.training
+        layer.eval()
+        with torch.no_grad():
+            _run_layer(layer, kind, inputs)
+        layer.train(was_training)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return calls
+
+
+def op_layer_structure(ns, kind, dims, inputs):
+    layer = _build_layer(ns, kind, dims)
+    mha_cls, ffn_cls = ns["MultiHeadAttention"], ns["FFN"]
+    count = lambda cls: sum(isinstance(m, cls) for m in layer.modules())  # noqa: E731
+    calls = trace_roles(ns, layer, kind, inputs)
+    return {
+        "layernorms": count(nn.LayerNorm),
+        "attentions": count(mha_cls),
+        "ffns": count(ffn_cls),
+        "parameters": sum(p.numel() for p in layer.parameters()),
+        "calls": [role for _, role in calls],
+        "distinct_modules_called": len({id(m) for m, _ in calls}),
+    }
+
+
+def _assign_role_weights(ns, calls, weights):
+    seen = set()
+    with torch.no_grad():
+        for module, role in calls:
+            if id(module) in seen or role not in weights:
+                continue
+            seen.add(id(module))
+            role_weights = weights[role]
+            if isinstance(module, nn.LayerNorm):
+                if module.weight is not None:
+                    module.weight.copy_(role_weights["weight"])
+                    module.bias.copy_(role_weights["bias"])
+            elif isinstance(module, ns["FFN"]):
+                for index, linear_weights in role_weights.items():
+                    _set_linear(module.FFN_layer[int(index)], linear_weights)
+            else:
+                for name, linear_weights in role_weights.items():
+                    _set_linear(getattr(module, name), linear_weights)
+
+
+def op_layer_forward(ns, kind, dims, weights, inputs, train=False):
+    layer = _build_layer(ns, kind, dims)
+    _assign_role_weights(ns, trace_roles(ns, layer, kind, inputs), weights)
+    layer.train(train)
+    _manual_seed(0)
+    with torch.no_grad():
+        return _run_layer(layer, kind, inputs)
+
+
+# ----------------------------------------------------------------- training
+
+def op_train(ns, config, steps, seed=0, device="cpu"):
+    """The notebook's training loop on a fixed random batch, with the student's parts inside the given model."""
+    _manual_seed(seed)
+    vocab = config["vocab"]
+    model = ns["Transformer"](vocab, vocab, config["dim"], config["head_num"], config["layer_num"],
+                              config["FFN_dim"], config["seq_len_max"], config["dropout"]).to(device)
+    generator = torch.Generator().manual_seed(seed)
+    shape = (config["batch_size"], config["seq_len_max"])
+    src = torch.randint(1, vocab, shape, generator=generator).to(device)
+    tgt = torch.randint(1, vocab, shape, generator=generator).to(device)
+    optimizer = _adam(model.parameters(), lr=0.0001, betas=(0.9, 0.98), eps=1e-9)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        _adam_zero_grad(optimizer)
+        logits = model(src, tgt[:, :-1])
+        loss = _cross_entropy(logits.reshape(-1, vocab), tgt[:, 1:].reshape(-1), ignore_index=0)
+        _backward(loss)
+        _adam_step(optimizer)
+        losses.append(float(_item(loss)))
+    return {"losses": losses}
+
+
+OPERATIONS = {
+    "pe": ("own", op_pe),
+    "mha_info": ("own", op_mha_info),
+    "mha_sdp": ("own", op_mha_sdp),
+    "mha_forward": ("own", op_mha_forward),
+    "layer_structure": ("isolated", op_layer_structure),
+    "layer_forward": ("isolated", op_layer_forward),
+    "train": ("own", op_train),
+}
+
+
+def run(namespaces, op, args):
+    namespace_name, function = OPERATIONS[op]
+    return function(namespaces[namespace_name], **args)

@@ -1,0 +1,171 @@
+"""Grading one submission. The pipeline, in the order grade_submission runs it:
+
+1. intake   unpack.intake: archive or notebook -> parsed notebook, student ID, flags, or why it can't be graded
+2. extract  notebook_code.extract: the notebook's definitions; each part found by grade_id, else by name
+3. audit    audit.inspect_code: forbidden APIs in TO DO regions, edited locked cells -> flags, withheld parts
+4. check    pytest over autograder/checks; the student's code runs only in a sandboxed worker
+5. score    rubric weights -> a results.json in Gradescope's schema
+"""
+import contextlib
+import io
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from . import GRADER_VERSION, audit, fingerprints, sandbox, unpack
+from .client import WorkerClient
+from .notebook_code import extract
+from .reference import load_arguments, reference
+from .rubric import PARTS, RUBRIC, TOTAL
+
+CHECKS = Path(__file__).resolve().parent / "checks"
+
+# Training on a CPU: a small model that still shows a clear fall in a few seconds.
+CPU_TRAINING = {"vocab": 200, "dim": 64, "head_num": 4, "layer_num": 2, "FFN_dim": 128, "seq_len_max": 16,
+                "batch_size": 16, "dropout": 0.1}
+# On a GPU: the notebook's own configuration and number of epochs.
+GPU_TRAINING = {"vocab": 5000, "dim": 512, "head_num": 4, "layer_num": 3, "FFN_dim": 2048, "seq_len_max": 100,
+                "batch_size": 64, "dropout": 0.1}
+
+
+@dataclass
+class Settings:
+    device: str = "cpu"
+    check_timeout: float = 20.0        # one operation of one check
+    submission_budget: float = 240.0   # all checks of one submission together
+    isolation: str = "auto"
+    require_sandbox: bool = False
+    limits: sandbox.Limits = field(default_factory=sandbox.Limits)
+    withhold_forbidden: bool = True
+
+    @property
+    def on_gpu(self):
+        return self.device == "cuda"
+
+    @property
+    def training_config(self):
+        return GPU_TRAINING if self.on_gpu else CPU_TRAINING
+
+    @property
+    def training_steps(self):
+        return 100 if self.on_gpu else 40
+
+    @property
+    def training_timeout(self):
+        return 300.0 if self.on_gpu else 90.0
+
+
+@dataclass
+class Context:
+    """What the checks see through pytest's config (autograder/checks/conftest.py)."""
+    client: WorkerClient
+    reference: object
+    settings: Settings
+
+
+class _Recorder:
+    """A pytest plugin that hands the context to the checks and keeps each check's outcome and message."""
+
+    def __init__(self, context):
+        self.context = context
+        self.outcomes = {}
+
+    def pytest_configure(self, config):
+        config.grading = self.context
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = (yield).get_result()
+        if report.when == "call" or (report.failed and item.name not in self.outcomes):
+            message = ""
+            if call.excinfo is not None:
+                error = call.excinfo.value
+                message = str(error) if isinstance(error, (AssertionError, pytest.fail.Exception)) else \
+                    f"grader error while checking: {type(error).__name__}: {error}"
+            self.outcomes[item.name] = (report.passed, message)
+
+
+def run_checks(context):
+    recorder = _Recorder(context)
+    arguments = [str(CHECKS), "-c", str(CHECKS / "pytest.ini"), "--rootdir", str(CHECKS.parents[1]),
+                 "-p", "no:terminal"]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        pytest.main(arguments, plugins=[recorder])
+    missing = set(RUBRIC) - set(recorder.outcomes)
+    if missing:
+        raise RuntimeError(f"rubric lines without a check result: {sorted(missing)}")
+    return recorder.outcomes
+
+
+def row_key(path, student_id=None):
+    """The gradebook key: the student ID, else the file name made safe for a folder name."""
+    if student_id:
+        return student_id
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).name)[:80].strip("._") or "submission"
+    return f"unknown-{stem}"
+
+
+def results_document(student_id, outcomes, *, flags, error=None, withheld=(), elapsed=0.0, extra=None):
+    """Gradescope's results.json: a test per rubric line, plus our own fields under extra_data."""
+    tests, parts = [], {part: 0.0 for part in PARTS}
+    for test_name, line in RUBRIC.items():
+        passed, message = outcomes.get(test_name, (False, error or "not graded"))
+        if passed and line.part in withheld:
+            passed, message = False, f"points withheld: {withheld[line.part]}"
+        score = line.points if passed else 0.0
+        parts[line.part] += score
+        tests.append({"name": line.name, "score": score, "max_score": line.points,
+                      "status": "passed" if passed else "failed", "output": message})
+    score = sum(parts.values())
+    summary = [f"Score {score:g}/{TOTAL:g}: " + ", ".join(f"{part} {parts[part]:g}" for part in PARTS)]
+    if error:
+        summary.append(f"Not graded: {error}")
+    summary += [f"Note: {flag}" for flag in flags]
+    return {
+        "score": score,
+        "execution_time": round(elapsed, 2),
+        "output": "\n".join(summary),
+        "tests": tests,
+        "extra_data": {"student_id": student_id, "flags": list(flags), "error": error, "parts": parts,
+                       "grader_version": GRADER_VERSION, **(extra or {})},
+    }
+
+
+def grade_submission(path, settings):
+    """Grade one file; never raises for anything the submission does. Returns (row key, results)."""
+    started = time.monotonic()
+    # The judge's own work is small; one thread keeps it from fighting the worker (and other jobs) for cores.
+    torch.set_num_threads(1)
+    workdir = Path(tempfile.mkdtemp(prefix="autograde-"))
+    try:
+        intake = unpack.intake(Path(path), workdir / "intake")
+        key, flags = row_key(path, intake.student_id), list(intake.flags)
+        extra = {"submission_sha256": intake.sha256, "source": Path(path).name}
+        if intake.error:
+            return key, results_document(key, {}, flags=flags, error=intake.error,
+                                         elapsed=time.monotonic() - started, extra=extra)
+        code = extract(intake.notebook)
+        findings = audit.inspect_code(intake.notebook, code)
+        flags += code.flags + findings.flags
+        load_args = load_arguments(code.units, device="cpu")
+        with WorkerClient(workdir / "scratch", load_args, limits=settings.limits, isolation=settings.isolation,
+                          require_sandbox=settings.require_sandbox) as client:
+            outcomes = run_checks(Context(client, reference("cpu"), settings))
+            # Failed parts get the known bug they behave like, if any, in their checks' output.
+            outcomes, extra["named_bugs"] = fingerprints.name_bugs(outcomes, client, min(settings.check_timeout, 10.0))
+            extra.update(isolation=client.isolation_used,
+                         events=[{"op": op, "kind": kind, "message": message[:300]} for op, kind, message in client.events],
+                         student_output="".join(client.output)[:4000])
+        if client.isolation_used == "none":
+            flags.append("graded without a sandbox (no bwrap or unshare available)")
+        withheld = findings.withheld if settings.withhold_forbidden else {}
+        return key, results_document(key, outcomes, flags=flags, withheld=withheld,
+                                     elapsed=time.monotonic() - started, extra=extra)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

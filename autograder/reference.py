@@ -1,0 +1,67 @@
+"""The reference implementation, read from the master notebook's solution cells (the one source of truth).
+
+The master is trusted, so its classes run in the judge's own process, through the same harness
+operations the worker runs on a student's classes.
+"""
+import functools
+import json
+from pathlib import Path
+
+from . import harness
+from .notebook_code import GIVEN_CELLS, PART_CELLS, extract
+
+REPO = Path(__file__).resolve().parents[1]
+MASTER = REPO / "source" / "Assignment2-1" / "Assignment2-1_Transformer_from_scratch.ipynb"
+RELEASE = REPO / "release" / "Assignment2-1" / "Assignment2-1_Transformer_from_scratch.ipynb"
+
+
+@functools.lru_cache(maxsize=None)
+def master_code(path=MASTER):
+    code = extract(json.loads(Path(path).read_text(encoding="utf-8")))
+    missing = [name for name in (*PART_CELLS, *GIVEN_CELLS) if name not in code.classes]
+    if missing:
+        raise RuntimeError(f"the master notebook {path} lacks {missing}")
+    return code
+
+
+def load_arguments(student_units, device="cpu"):
+    """What a worker needs to build its namespaces: the student's code, the given code, the reference attention."""
+    master = master_code()
+    return {
+        "units": [u.as_message() for u in student_units],
+        "given": [_renamed(master.classes[name], f"<given {name}>") for name in GIVEN_CELLS],
+        "reference_mha": _renamed(master.classes["MultiHeadAttention"], "<reference MultiHeadAttention>"),
+        "device": device,
+    }
+
+
+def _renamed(unit, filename):
+    """Master code must not run under a student cell's name: tracebacks would show the master's lines
+    as the student's (linecache is keyed by file name), and error messages only quote `<cell ...>` frames."""
+    return {**unit.as_message(), "filename": filename}
+
+
+class Reference:
+    """Runs harness operations on the master's classes, in this process."""
+
+    def __init__(self, device="cpu"):
+        arguments = load_arguments(master_code().units, device)
+        self.namespaces, report = harness.load_namespaces(**arguments)
+        if report["errors"] or not all(report["defined"].values()):
+            raise RuntimeError(f"the master notebook's code does not load: {report}")
+
+    def run(self, op, **args):
+        return harness.run(self.namespaces, op, args)
+
+    @functools.lru_cache(maxsize=None)
+    def _cached_training(self, key):
+        config, steps, seed, device = json.loads(key)
+        return self.run("train", config=config, steps=steps, seed=seed, device=device)
+
+    def training(self, config, steps, seed, device):
+        return self._cached_training(json.dumps([config, steps, seed, device], sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def reference(device="cpu"):
+    return Reference(device)
