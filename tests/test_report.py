@@ -1,0 +1,222 @@
+"""Per-student feedback and the class report, from results.json documents built as the pipeline builds them.
+
+Grading real submissions takes minutes, so the class here is synthetic: pipeline.results_document with
+outcomes that tell the usual stories (a named bug, a time limit, a crash, an unreadable archive, a
+forbidden API). The batch hooks run through grade_batch with grade_submission replaced; the `report`
+command runs through the real command line.
+"""
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autograder import batch, feedback, report
+from autograder.bug_variants import FINGERPRINTS
+from autograder.pipeline import Settings, results_document
+from autograder.rubric import PARTS, RUBRIC
+
+ROOT = Path(__file__).resolve().parents[1]
+CANARY = "PRINTED-BY-THE-STUDENT"  # what student code printed: the TA's log, never the student's feedback
+VALUE_TESTS = {part: [k for k, line in RUBRIC.items() if line.part == part][1:3] for part in PARTS}
+FLAGS = ["the notebook has no executed cells (outputs cleared?)", "cells were run out of order",
+         "locked cell 'ffn' was edited; graded with the original given code",
+         "class EncoderLayer found by name: its cell has no nbgrader metadata"]
+
+
+def _bug_lines(bug):
+    return f"Likely bug: {bug['title']}. Hint: {bug['hint']}"
+
+
+def synthetic_document(key, story, rng):
+    """One student's results.json content; `story` says what went wrong."""
+    outcomes = {test: (True, "") for test in RUBRIC}
+    extra = {"source": f"{key}.tar.gz", "student_output": CANARY,
+             "events": [{"op": "pe", "kind": "exception", "message": CANARY}]}
+    flags = rng.sample(FLAGS, rng.choice((0, 0, 1, 2)))
+    withheld, error = {}, None
+    if story == "bug":
+        fingerprint = rng.choice(FINGERPRINTS)
+        bug = fingerprint.public()
+        for test in VALUE_TESTS[fingerprint.part]:
+            message = f"output: largest absolute error {rng.uniform(0.1, 3):.3g} at index (0, 1, 2)"
+            outcomes[test] = (False, f"{message}\n{_bug_lines(bug)}")
+        extra["named_bugs"] = {fingerprint.part: [bug]}
+    elif story == "unnamed":
+        outcomes["test_decoder_is_causal"] = (False, "changing target token 3 changed the output at position 1: "
+                                                     "the self-attention sees the future")
+        extra["named_bugs"] = {"DecoderLayer": []}
+    elif story == "time":
+        for test in VALUE_TESTS["EncoderLayer"]:
+            outcomes[test] = (False, "time limit: `layer_forward` took longer than 20 s")
+    elif story == "crash":
+        for test in ("test_training_loss_is_finite", "test_training_loss_falls"):
+            outcomes[test] = (False, "the code crashed: killed by SIGKILL (likely the memory limit)")
+    elif story == "forbidden":
+        flags.append("forbidden API in MultiHeadAttention: F.scaled_dot_product_attention (cell 11, line 24)")
+        withheld["MultiHeadAttention"] = "MultiHeadAttention uses F.scaled_dot_product_attention; attention must be " \
+                                         "written from scratch"
+    elif story == "unreadable":
+        outcomes, error = {}, "could not unpack the submission (ReadError: not a gzip file)"
+    return results_document(key, outcomes, flags=flags, withheld=withheld, error=error,
+                            elapsed=rng.uniform(20, 90), extra=extra)
+
+
+STORIES = ("perfect", "bug", "bug", "time", "perfect", "bug", "unnamed", "crash", "forbidden", "bug", "unreadable",
+           "bug")
+
+
+def write_class(out, size=len(STORIES), seed=0):
+    """results.json for `size` students under out/<id>/; returns {id: story}."""
+    rng, stories = random.Random(seed), {}
+    for i in range(size):
+        key, story = f"2023-{10001 + i}", STORIES[i % len(STORIES)]
+        batch.write_json_atomic(Path(out) / key / "results.json", synthetic_document(key, story, rng))
+        stories[key] = story
+    return stories
+
+
+def by_story(stories, story):
+    return next(key for key, s in stories.items() if s == story)
+
+
+@pytest.fixture
+def graded_class(tmp_path):
+    out = tmp_path / "out"
+    return out, write_class(out)
+
+
+def test_feedback_says_what_failed_and_why(graded_class):
+    out, stories = graded_class
+    for key in stories:
+        feedback.write_feedback(out / key, json.loads((out / key / "results.json").read_text(encoding="utf-8")))
+    key = by_story(stories, "bug")
+    document = json.loads((out / key / "results.json").read_text(encoding="utf-8"))
+    (part, [bug]), = document["extra_data"]["named_bugs"].items()
+    md = (out / key / "feedback.md").read_text(encoding="utf-8")
+    page = (out / key / "feedback.html").read_text(encoding="utf-8")
+    assert f"**Score: {document['score']:g} / 100**" in md
+    for text in (f"## {part}: ", bug["title"], bug["hint"], "largest absolute error", "[failed]", "[passed]"):
+        assert text in md, text
+    assert md.count(bug["title"]) == 1, "the named bug is shown once, not again under every failed check"
+    for text in (bug["title"], "Likely bug", "largest absolute error", "✗", "✓"):
+        assert feedback._e(text) in page, text
+    for name in PARTS:
+        assert f"<h2>{name}<span>" in page
+    # Self-contained, and nothing from the grader's log.
+    assert not re.search(r"<(link|script|img)\b|https?://|url\(", page)
+    for key in stories:
+        for name in ("feedback.md", "feedback.html"):
+            assert CANARY not in (out / key / name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("story, note", [("time", "ran past the time limit"), ("crash", "crashed the grading process"),
+                                         ("forbidden", "Points withheld"),
+                                         ("unreadable", "could not be graded")])
+def test_feedback_explains_parts_that_could_not_be_graded(graded_class, story, note):
+    out, stories = graded_class
+    key = by_story(stories, story)
+    document = json.loads((out / key / "results.json").read_text(encoding="utf-8"))
+    feedback.write_feedback(out / key, document)
+    assert note in (out / key / "feedback.md").read_text(encoding="utf-8")
+    assert note in (out / key / "feedback.html").read_text(encoding="utf-8")
+
+
+def test_feedback_lists_flags(graded_class):
+    out, stories = graded_class
+    key = by_story(stories, "forbidden")
+    feedback.write_feedback(out / key, json.loads((out / key / "results.json").read_text(encoding="utf-8")))
+    md = (out / key / "feedback.md").read_text(encoding="utf-8")
+    assert "> **Flag:** forbidden API in MultiHeadAttention" in md
+
+
+def _is_png(path):
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_class_report_has_plots_and_tables(graded_class):
+    out, stories = graded_class
+    page = report.write_report(out)
+    text = page.read_text(encoding="utf-8")
+    images = re.findall(r'<img src="(report/[^"]+\.png)"', text)
+    assert {Path(i).name for i in images} == {"scores.png", "grading_time.png", "pass_rates.png", "named_bugs.png",
+                                              "flags.png"}
+    assert all(_is_png(out / image) for image in images)
+    for part in PARTS:
+        assert f"<td>{part}</td>" in text
+    assert f"<b>{len(stories)}</b><span>submissions</span>" in text
+    for story in ("unreadable", "time", "crash"):
+        key = by_story(stories, story)
+        assert f'<td><a href="{key}/feedback.html">{key}</a></td>' in text, story
+    assert "could not unpack the submission" in text
+    assert by_story(stories, "perfect") not in text.split("Submissions with errors")[1]
+
+
+def test_class_report_of_an_empty_folder(tmp_path):
+    text = report.write_report(tmp_path).read_text(encoding="utf-8")
+    assert "No submissions." in text and "<img" not in text
+
+
+def test_report_command_rebuilds_without_regrading(graded_class):
+    out, stories = graded_class
+    results = {key: out / key / "results.json" for key in stories}
+    before = {key: (path.stat().st_mtime_ns, path.read_bytes()) for key, path in results.items()}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    completed = subprocess.run([sys.executable, "-m", "autograder", "report", str(out)], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    for key, path in results.items():
+        assert (path.stat().st_mtime_ns, path.read_bytes()) == before[key], "results.json must not be rewritten"
+        assert (out / key / "feedback.md").exists() and (out / key / "feedback.html").exists()
+    assert (out / "report.html").exists() and _is_png(out / "report" / "scores.png")
+    assert not (out / "grades.csv").exists(), "the report command grades nothing"
+    missing = subprocess.run([sys.executable, "-m", "autograder", "report", str(out / "nowhere")], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "not a folder" in missing.stderr
+
+
+def test_grade_batch_writes_feedback_and_report(tmp_path, monkeypatch):
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    rng = random.Random(1)
+    prepared = {}
+    for i, story in enumerate(("bug", "perfect", "time")):
+        key = f"2023-{20001 + i}"
+        (submissions / f"{key}.ipynb").write_text("{}", encoding="utf-8")
+        prepared[key] = synthetic_document(key, story, rng)
+    monkeypatch.setattr(batch, "grade_submission", lambda path, settings: (Path(path).stem, prepared[Path(path).stem]))
+    documents, failures = batch.grade_batch([submissions], tmp_path / "out", Settings())
+    assert not failures and set(documents) == set(prepared)
+    for key in prepared:
+        assert (tmp_path / "out" / key / "feedback.html").exists()
+        assert (tmp_path / "out" / key / "feedback.md").exists()
+    assert ">2023-20003</a></td>" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+
+
+def _browser():
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser") if shutil.which(name)), None)
+
+
+@pytest.mark.skipif(_browser() is None, reason="no chromium to render the report (Debian: apt-get install -y chromium)")
+def test_report_renders_in_a_real_browser(tmp_path):
+    out = tmp_path / "out"
+    write_class(out, size=40)
+    page = report.write_report(out)
+    shot = tmp_path / "report.png"
+    completed = subprocess.run([_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                f"--screenshot={shot}", "--window-size=1280,2000", page.resolve().as_uri()],
+                               capture_output=True, text=True, timeout=120)
+    assert shot.exists(), completed.stderr[-2000:]
+    import matplotlib.image
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (2000, 1280)
+    colours = {tuple(p) for p in (pixels[::7, ::7, :3] * 255).astype(int).reshape(-1, 3).tolist()}
+    # A blank page, or one whose images failed to load, has a handful of colours; the plots bring hundreds.
+    assert len(colours) > 200 and pixels[..., :3].std() > 0.05
+    if os.environ.get("REPORT_SCREENSHOT"):  # to look at it: REPORT_SCREENSHOT=/some/file.png pytest ...
+        shutil.copyfile(shot, os.environ["REPORT_SCREENSHOT"])
