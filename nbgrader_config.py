@@ -21,3 +21,6 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Students must see every given line, and the release is what the grader's tamper check compares against.
 c.ClearHiddenTests.enforce_metadata = True
+
+# nbgrader's default 30 s per cell would cut the full training run short in `validate` and `autograde`.
+c.Execute.timeout = 3600
