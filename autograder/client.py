@@ -17,6 +17,12 @@ WORKER_FILES = ("worker.py", "harness.py", "protocol.py")
 HERE = Path(__file__).resolve().parent
 
 
+def _text(value):
+    """Student-controlled text made safe to write: a lone surrogate (print("\\udcff")) would make every UTF-8
+    writer downstream raise, results.json's included, and with it the whole batch."""
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
 class StudentError(Exception):
     """A check could not get an answer from the student's code. kind: exception, memory, time, crash, protocol."""
 
@@ -93,40 +99,68 @@ class WorkerClient:
             raise
 
     def _request(self, op, args, timeout):
-        deadline = time.monotonic() + timeout
+        clock = _Budget(self.process.pid, timeout)
         try:
             protocol.write_message(self.process.stdin, {"op": op, "args": args})
-            response = protocol.read_message(lambda n: self._read(n, deadline, op, timeout))
+            response = protocol.read_message(lambda n: self._read(n, clock, op))
         except (BrokenPipeError, EOFError):
             raise self._died() from None
         except protocol.ProtocolError as exc:
             self.close()
             raise StudentError("protocol", f"the worker's answer was unreadable ({exc})") from None
         if response.get("output"):
-            self.output.append(str(response["output"]))
+            self.output.append(_text(response["output"]))
         if not isinstance(response, dict) or not response.get("ok"):
             kind = response.get("kind") if response.get("kind") in ("memory", "exception") else "exception"
-            raise StudentError(kind, str(response.get("error", "unknown error"))[:2000])
+            raise StudentError(kind, _text(response.get("error", "unknown error"))[:2000])
         return response.get("result")
 
-    def _read(self, n, deadline, op, timeout):
-        remaining = deadline - time.monotonic()
-        ready = remaining > 0 and select.select([self.process.stdout], [], [], remaining)[0]
-        if not ready:
-            self.close()
-            raise StudentError("time", f"time limit: `{op}` took longer than {timeout:g} s")
+    def _read(self, n, clock, op):
+        while not select.select([self.process.stdout], [], [], clock.wait())[0]:
+            if clock.spent():
+                self.close()
+                raise StudentError("time", f"time limit: `{op}` took longer than {clock.limit:g} s")
         return os.read(self.process.stdout.fileno(), n)
 
-    def _died(self):
-        process, self.process = self.process, None
+
+class _Budget:
+    """A time limit counted in the worker's CPU seconds, so a busy machine cannot fail a student's check.
+
+    Wall time is only a backstop (WALL_FACTOR times the limit) for code that sleeps or blocks.
+    """
+    WALL_FACTOR = 4
+
+    def __init__(self, root, limit):
+        self.root, self.limit = root, limit
+        self.started, self.cpu_at_start = time.monotonic(), _tree_cpu(root)
+
+    def wait(self):
+        return max(0.05, min(self.limit, self.started + self.limit * self.WALL_FACTOR - time.monotonic()))
+
+    def spent(self):
+        wall = time.monotonic() - self.started
+        cpu = _tree_cpu(self.root) - self.cpu_at_start
+        return wall >= self.limit * self.WALL_FACTOR or (wall >= self.limit and cpu >= self.limit)
+
+
+def _tree_cpu(root):
+    """CPU seconds used by a worker and all its descendants (bwrap starts a new session, so walk the tree)."""
+    parents, times, tick = {}, {}, os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
         try:
-            code = process.wait(timeout=5)
-        except Exception:  # noqa: BLE001 (whatever happened, the worker is gone for us)
-            code = None
-        self.process = process
-        self.close()
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
-            hint = " (likely the memory limit)" if -code == signal.SIGKILL else ""
-            return StudentError("crash", f"the code crashed: killed by {name}{hint}")
-        return StudentError("crash", f"the code ended the grading process (exit code {code})")
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])  # fields counted after the command name: state, ppid, ...
+        times[pid] = (int(fields[11]) + int(fields[12])) / tick
+    family, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in family]
+        family.update(children)
+        frontier += children
+    return sum(times.get(pid, 0.0) for pid in family)
