@@ -41,14 +41,27 @@ def _dotted(node):
     return None
 
 
-def _forbidden_uses(tree):
+def _torch_aliases(trees):
+    """What imports bind, over the whole notebook (one namespace: an import in the first cell serves a class
+    three cells later): local name -> forbidden API (`from torch.nn import MultiheadAttention as MA`), and
+    the local names of torch modules (`import torch.nn as tnn`, `from torch import nn as tnn`)."""
+    imported, modules = {}, set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
+                for alias in node.names:
+                    if alias.name in FORBIDDEN:
+                        imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+                    else:
+                        modules.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                modules.update(a.asname for a in node.names if a.asname and a.name.split(".")[0] == "torch")
+    return imported, modules
+
+
+def _forbidden_uses(tree, aliases=None):
     """(top-level definition name, line, what) for each use of a forbidden torch API."""
-    imported = {}  # local alias -> forbidden name, from `from torch.nn import MultiheadAttention as M`
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
-            for alias in node.names:
-                if alias.name in FORBIDDEN:
-                    imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    imported, modules = aliases or _torch_aliases([tree])
     uses = []
     for top in tree.body:
         owner = getattr(top, "name", "<top level>")
@@ -56,7 +69,8 @@ def _forbidden_uses(tree):
             what = None
             if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN:
                 dotted = _dotted(node) or node.attr
-                if dotted.rsplit(".", 1)[0] in FORBIDDEN_MODULES or dotted.startswith("torch."):
+                if (dotted.rsplit(".", 1)[0] in FORBIDDEN_MODULES or dotted.startswith("torch.")
+                        or dotted.split(".")[0] in modules):
                     what = dotted
             elif isinstance(node, ast.Name) and node.id in imported and isinstance(node.ctx, ast.Load):
                 what = imported[node.id]
@@ -77,15 +91,18 @@ def forbidden_api(code):
     findings = Findings()
     helpers = {}  # helper name -> first use found in it
     part_uses = {}
-    for index, source in code.cell_sources.items():
-        tree = ast.parse(source)
-        class_nodes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-        for owner, line, what in _forbidden_uses(tree):
+    trees = {index: ast.parse(source) for index, source in code.cell_sources.items()}
+    aliases = _torch_aliases(trees.values())
+    for index, tree in trees.items():
+        for owner, line, what in _forbidden_uses(tree, aliases):
             where = f"{what} (cell {index}, line {line})"
             if owner in PART_CELLS and code.class_cells.get(owner) == index:
                 part_uses.setdefault(owner, where)
             elif owner not in PART_CELLS:
                 helpers.setdefault(owner, where)
+    # A second pass, as a helper may be defined in a cell below the class that calls it.
+    for index, tree in trees.items():
+        class_nodes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
         for part, node in class_nodes.items():
             if part in PART_CELLS and code.class_cells.get(part) == index:
                 for helper in _names_used(node) & set(helpers):
@@ -117,7 +134,7 @@ def locked_cells(notebook):
         seen[grade_id] = seen.get(grade_id, 0) + 1
         try:
             edited = not is_locked(cell) or compute_checksum(cell) != expected[grade_id]
-        except (KeyError, AttributeError, TypeError):
+        except (KeyError, AttributeError, TypeError, ValueError):  # ValueError: a lone surrogate in the source
             edited = True
         if edited:
             flags.append(f"locked cell '{grade_id}' was edited; graded with the original given code")

@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -35,7 +36,8 @@ def file_sha256(path):
 def write_json_atomic(path, document):
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(document, indent=2, ensure_ascii=False), encoding="utf-8")
+    # "replace": a file name with undecodable bytes reaches here as lone surrogates, which UTF-8 cannot hold.
+    temporary.write_bytes(json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8", "replace"))
     os.replace(temporary, path)
 
 
@@ -96,7 +98,9 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
         task = progress.add_task("", total=len(todo))
         if jobs <= 1:
             for path in todo:
-                progress.update(task, description=path.name)
+                # Students' text (file names here; flags and reasons in the summary table) is escaped: rich reads
+                # "[...]" as markup, and a stray closing tag such as a member named "[/bold]/x" raises.
+                progress.update(task, description=escape(path.name))
                 finish(*_grade_safely(path, settings), path)
                 progress.advance(task)
         else:
@@ -112,7 +116,7 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
                         key = row_key(path, unpack.student_id_from_name(path))
                         result = (key, results_document(key, {}, flags=[], error=f"grader error: {exc}",
                                                         extra={"source": path.name}), repr(exc))
-                    progress.update(task, description=path.name)
+                    progress.update(task, description=escape(path.name))
                     finish(*result, path)
                     progress.advance(task)
     write_gradebook(out, documents)
@@ -123,7 +127,7 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
 
 def write_gradebook(out, documents):
     temporary = Path(out) / "grades.csv.tmp"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+    with open(temporary, "w", newline="", encoding="utf-8", errors="replace") as handle:  # as write_json_atomic
         writer = csv.DictWriter(handle, CSV_COLUMNS)
         writer.writeheader()
         for key in sorted(documents):
@@ -143,5 +147,5 @@ def summary_table(documents, skipped=0):
         extra = document["extra_data"]
         notes = extra.get("error") or "; ".join(extra.get("flags", []))
         table.add_row(key, f"{document['score']:g}", *[f"{extra.get('parts', {}).get(p, 0):g}" for p in PARTS],
-                      f"{document.get('execution_time', 0):.1f}", notes[:80])
+                      f"{document.get('execution_time', 0):.1f}", escape(notes[:80]))
     return table

@@ -63,6 +63,17 @@ def build_parser():
 
 
 def grade(args):
+    # Refused here, before any grading (and before importing torch): otherwise each submission's worker fails
+    # to start and every check of every row reads "grader error while checking: SandboxUnavailable".
+    available = sandbox.isolation_available()
+    if args.isolation in ("bwrap", "unshare") and not available[args.isolation]:
+        print(f"error: --isolation {args.isolation}, but {args.isolation} does not work here", file=sys.stderr)
+        return 2
+    if args.require_sandbox and not any(available[m] for m in ("bwrap", "unshare") if args.isolation in ("auto", m)):
+        print("error: --require-sandbox, but neither bwrap nor unshare works here"
+              + (" (--isolation none)" if args.isolation == "none" else ""), file=sys.stderr)
+        return 2
+
     from .batch import grade_batch
     from .pipeline import Settings
 
@@ -70,9 +81,6 @@ def grade(args):
                         isolation=args.isolation, require_sandbox=args.require_sandbox,
                         limits=sandbox.Limits(memory_bytes=args.memory_limit),
                         withhold_forbidden=not args.allow_forbidden)
-    if args.require_sandbox and not any(v for k, v in sandbox.isolation_available().items() if k != "setuid"):
-        print("error: --require-sandbox, but neither bwrap nor unshare works here", file=sys.stderr)
-        return 2
     _, failures = grade_batch(args.paths, args.out, settings, jobs=args.jobs, force=args.force)
     for path, problem in failures:
         print(f"grader failure on {path}:\n{problem}", file=sys.stderr)

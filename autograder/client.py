@@ -122,6 +122,25 @@ class WorkerClient:
                 raise StudentError("time", f"time limit: `{op}` took longer than {clock.limit:g} s")
         return os.read(self.process.stdout.fileno(), n)
 
+    def _died(self):
+        process, self.process = self.process, None
+        try:
+            code = process.wait(timeout=5)
+        except Exception:  # noqa: BLE001 (whatever happened, the worker is gone for us)
+            code = None
+        self.process = process
+        self.close()
+        # bwrap, and the shell that unshare runs as pid 1, relay a worker killed by signal N as exit 128 + N.
+        # Without this a segfault read "the code ended the grading process (exit code 139)".
+        wrapped = getattr(getattr(process, "sandbox", None), "isolation", "none") != "none"
+        if wrapped and code is not None and 128 < code < 128 + signal.NSIG:
+            code = 128 - code
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            hint = " (likely the memory limit)" if -code == signal.SIGKILL else ""
+            return StudentError("crash", f"the code crashed: killed by {name}{hint}")
+        return StudentError("crash", f"the code ended the grading process (exit code {code})")
+
 
 class _Budget:
     """A time limit counted in the worker's CPU seconds, so a busy machine cannot fail a student's check.
@@ -135,7 +154,9 @@ class _Budget:
         self.started, self.cpu_at_start = time.monotonic(), _tree_cpu(root)
 
     def wait(self):
-        return max(0.05, min(self.limit, self.started + self.limit * self.WALL_FACTOR - time.monotonic()))
+        # Looked at twice a second: a busy loop's CPU time trails wall time a little, so waiting a whole limit
+        # between looks let every limit run to twice its length (a 5 s check 10 s, training 180 s).
+        return max(0.05, min(0.5, self.limit, self.started + self.limit * self.WALL_FACTOR - time.monotonic()))
 
     def spent(self):
         wall = time.monotonic() - self.started

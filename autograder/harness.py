@@ -38,7 +38,10 @@ DECODER_ROLES = ("self_attn", "norm1", "cross_attn", "norm2", "ffn", "norm3")
 def _exec_unit(namespace, unit):
     """Run one top-level statement; a failure is reported and the others still run."""
     filename = unit["filename"]
-    linecache.cache[filename] = (len(unit["source"]), None, unit["source"].splitlines(True), filename)
+    # Only the student's own cells: tracebacks quote no other lines, and whatever is in linecache, student code
+    # can read (linecache.getlines, inspect.getsource), the master's MultiHeadAttention loaded for the layers too.
+    if filename.startswith("<cell"):
+        linecache.cache[filename] = (len(unit["source"]), None, unit["source"].splitlines(True), filename)
     try:
         exec(compile(unit["source"], filename, "exec"), namespace)  # noqa: S102 (the sandbox is the boundary)
         return None

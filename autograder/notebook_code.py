@@ -114,6 +114,9 @@ def extract(notebook, wanted=tuple(PART_CELLS) + tuple(GIVEN_CELLS)):
             except SyntaxError as exc:
                 code.flags.append(f"cell {index} has a syntax error (line {exc.lineno}: {exc.msg}); it was skipped")
                 continue
+        except ValueError as exc:  # a lone surrogate in the JSON: the parser cannot even encode the cell
+            code.flags.append(f"cell {index} cannot be parsed ({type(exc).__name__}); it was skipped")
+            continue
         code.cell_sources[index] = cleaned
         lines = cleaned.splitlines()
         statements += [(index, grade_id, node, _unit(index, lines, node)) for node in tree.body if _keep(node)]
