@@ -77,9 +77,10 @@ def grade(args):
     from .batch import grade_batch
     from .pipeline import Settings
 
-    settings = Settings(device=resolve_device(args.device), check_timeout=args.check_timeout,
+    device = resolve_device(args.device)
+    settings = Settings(device=device, check_timeout=args.check_timeout,
                         isolation=args.isolation, require_sandbox=args.require_sandbox,
-                        limits=sandbox.Limits(memory_bytes=args.memory_limit),
+                        limits=sandbox.Limits(memory_bytes=args.memory_limit, gpu=device == "cuda"),
                         withhold_forbidden=not args.allow_forbidden)
     _, failures = grade_batch(args.paths, args.out, settings, jobs=args.jobs, force=args.force)
     for path, problem in failures:

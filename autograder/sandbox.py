@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import glob
 import json
 import os
 import resource
@@ -73,6 +74,9 @@ class Limits:
     max_processes: int = 64
     max_file_bytes: int = 64 * 2**20
     threads: int = 1
+    # The Training check on a GPU: the worker sees /dev/nvidia* and CUDA_VISIBLE_DEVICES, and RLIMIT_AS is
+    # lifted, since the CUDA driver reserves far more address space than any cap fit for the CPU path.
+    gpu: bool = False
 
 
 @dataclass
@@ -207,7 +211,7 @@ def _base_env(scratch: str, tmpdir: str, limits: Limits) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": os.path.join(scratch, ".matplotlib"),
-        "CUDA_VISIBLE_DEVICES": "",
+        "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0") if limits.gpu else "",
         # Each extra malloc arena reserves 64 MB of address space, which
         # RLIMIT_AS counts; two keep torch's footprint near 600 MB.
         "MALLOC_ARENA_MAX": "2",
@@ -300,6 +304,9 @@ def _bwrap_launch(worker_py: Path, scratch: Path, limits: Limits, python: str,
             mounts.ro(f"/etc/{name}")
     mounts.add("--proc", "/proc")
     mounts.add("--dev", "/dev")
+    if limits.gpu:
+        for device in sorted(glob.glob("/dev/nvidia*")):
+            mounts.add("--dev-bind", device, device)
     mounts.add("--perms", "1777", "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm")
     mounts.add("--perms", "1777", "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp")
     for path in _python_roots(python):
@@ -387,7 +394,8 @@ def _make_preexec(limits: Limits, *, nproc: bool, drop_uid: bool = False) -> Cal
 
     def preexec() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
+        if not limits.gpu:
+            resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         # SIGXCPU at the soft limit, SIGKILL a little later if it is ignored.
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE,
