@@ -60,3 +60,14 @@ def decoder_inputs(seed, tgt_len=6, src_len=6, src_padded=(0, 2), tgt_padded=(0,
 def forward(runner, kind, inputs, *, seed=0, dims=DIMS, train=False):
     return runner.run("layer_forward", kind=kind, dims=dims, weights=role_weights(kind, seed, dims),
                       inputs=inputs, train=train)
+
+
+STRUCTURE = [("layernorms", "LayerNorm modules"), ("attentions", "MultiHeadAttention modules"), ("ffns", "FFN modules"),
+             ("distinct_modules_called", "distinct sublayer modules called in forward"), ("parameters", "parameters")]
+
+
+def structure_problems(student, reference, kind, inputs):
+    """How the student's layer differs in make-up from the reference's, one phrase per difference."""
+    got = student.run("layer_structure", kind=kind, dims=DIMS, inputs=inputs)
+    expected = reference.run("layer_structure", kind=kind, dims=DIMS, inputs=inputs)
+    return [f"{what}: expected {expected[key]}, found {got[key]}" for key, what in STRUCTURE if got[key] != expected[key]]

@@ -2,18 +2,13 @@
 import pytest
 import torch
 
-from autograder.checks.layers import DIMS, decoder_inputs, forward
+from autograder.checks.layers import DIMS, structure_problems, decoder_inputs, forward
 from autograder.compare import assert_close
 
 
 def test_decoder_structure(student, reference):
     inputs = decoder_inputs(seed=1)
-    got = student.run("layer_structure", kind="decoder", dims=DIMS, inputs=inputs)
-    expected = reference.run("layer_structure", kind="decoder", dims=DIMS, inputs=inputs)
-    problems = [f"{what}: expected {expected[key]}, found {got[key]}"
-                for key, what in [("layernorms", "LayerNorm modules"), ("attentions", "MultiHeadAttention modules"),
-                                  ("ffns", "FFN modules"), ("distinct_modules_called", "distinct sublayer modules called in forward"),
-                                  ("parameters", "parameters")] if got[key] != expected[key]]
+    problems = structure_problems(student, reference, "decoder", inputs)
     if problems:
         pytest.fail("the layer's structure differs from a decoder layer's: " + "; ".join(problems), pytrace=False)
 

@@ -1,18 +1,13 @@
 """EncoderLayer, graded with the reference MultiHeadAttention and the given FFN in place of the student's."""
 import pytest
 
-from autograder.checks.layers import DIMS, encoder_inputs, forward
+from autograder.checks.layers import DIMS, structure_problems, encoder_inputs, forward
 from autograder.compare import assert_close
 
 
 def test_encoder_structure(student, reference):
     inputs = encoder_inputs(seed=1)
-    got = student.run("layer_structure", kind="encoder", dims=DIMS, inputs=inputs)
-    expected = reference.run("layer_structure", kind="encoder", dims=DIMS, inputs=inputs)
-    problems = [f"{what}: expected {expected[key]}, found {got[key]}"
-                for key, what in [("layernorms", "LayerNorm modules"), ("attentions", "MultiHeadAttention modules"),
-                                  ("ffns", "FFN modules"), ("distinct_modules_called", "distinct sublayer modules called in forward"),
-                                  ("parameters", "parameters")] if got[key] != expected[key]]
+    problems = structure_problems(student, reference, "encoder", inputs)
     if problems:
         pytest.fail("the layer's structure differs from an encoder layer's: " + "; ".join(problems), pytrace=False)
 
