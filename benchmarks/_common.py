@@ -211,6 +211,11 @@ class Report:
         print()
 
 
+def speedup(baseline_seconds: float, seconds: float) -> str:
+    ratio = baseline_seconds / seconds
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"
+
+
 def verdict(met: bool | None) -> str:
     return "" if met is None else ("yes" if met else "NO")
 
@@ -218,4 +223,4 @@ def verdict(met: bool | None) -> str:
 def machine_note() -> str:
     import platform
     return (f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"load average at start {load_text()}, {time.strftime('%Y-%m-%d %H:%M')}")
+            f"load average {load_text()} when measuring began, {time.strftime('%Y-%m-%d %H:%M')}")

@@ -6,8 +6,8 @@
 nbgrader executes every cell of the notebook, training included; our grader never executes the notebook
 and trains a small model for a few dozen steps instead. Both are timed end to end as the command a TA
 types, interpreter start-up included. Ours is timed twice: as shipped, and with its judge process held to
-one thread (OMP_NUM_THREADS=1), the change proposed in benchmarks/README.md. The nbgrader side runs in a throwaway course directory with its
-own gradebook, so nothing here touches the repository's.
+one thread (OMP_NUM_THREADS=1), the change proposed in benchmarks/README.md. The nbgrader side runs in a
+throwaway course directory with its own gradebook, so nothing here touches the repository's.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (MASTER, NOTEBOOK, PYTHON, REPO, Report, load_text, machine_note, run_timed,  # noqa: E402
-                     solved_handout, venv_env, verdict, wait_for_quiet, write_notebook, write_tarball)
+                     solved_handout, speedup, venv_env, verdict, wait_for_quiet, write_notebook, write_tarball)
 
 ASSIGNMENT = "Assignment2-1"
 STUDENT = "2024-00001"
@@ -67,7 +67,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="bench-p1-"))
-    machine = machine_note()
     try:
         notebook = solved_handout()
         tarball = write_tarball(notebook, root / "ours" / f"{STUDENT}.tar.gz")
@@ -84,6 +83,7 @@ def main(argv=None) -> int:
         write_notebook(notebook, course / "submitted" / STUDENT / ASSIGNMENT / NOTEBOOK)
 
         wait_for_quiet(args.wait_quiet)
+        machine = machine_note()
         mode = "TRANSFORMER_FAST_RUN=1 (dim 64, 40 steps)" if args.quick else "full run (dim 512, 100 epochs)"
         print(f"nbgrader autograde, notebook training: {mode} ... (load {load_text()})", flush=True)
         theirs = nbgrader(course, "autograde", ASSIGNMENT, "--student", STUDENT, "--force", env=nbgrader_env)
@@ -112,16 +112,17 @@ def main(argv=None) -> int:
         ])
         ratio = theirs.seconds / ours.seconds
         report.add("wall time, one submission", f"{ours.seconds:.1f} s", f"{theirs.seconds:.1f} s",
-                   f"{ratio:.1f}x faster", f">= {TARGET:g}x", verdict(ratio >= TARGET),
+                   speedup(theirs.seconds, ours.seconds), f">= {TARGET:g}x", verdict(ratio >= TARGET),
                    f"ours {ours.load}, nbgrader {theirs.load}")
         report.add("CPU time (all processes), as shipped", f"{ours.cpu_seconds:.1f} s", f"{theirs.cpu_seconds:.1f} s",
                    f"{theirs.cpu_seconds / ours.cpu_seconds:.1f}x less", "", "", "")
         ratio = theirs.seconds / one_thread.seconds
         report.add("same, judge on one thread (proposed)", f"{one_thread.seconds:.1f} s", f"{theirs.seconds:.1f} s",
-                   f"{ratio:.1f}x faster", f">= {TARGET:g}x", verdict(ratio >= TARGET),
+                   speedup(theirs.seconds, one_thread.seconds), f">= {TARGET:g}x", verdict(ratio >= TARGET),
                    f"ours {one_thread.load}, nbgrader {theirs.load}")
         report.add("CPU time (all processes), judge on one thread", f"{one_thread.cpu_seconds:.1f} s",
-                   f"{theirs.cpu_seconds:.1f} s", f"{theirs.cpu_seconds / one_thread.cpu_seconds:.1f}x less", "", "", "")
+                   f"{theirs.cpu_seconds:.1f} s", f"{theirs.cpu_seconds / one_thread.cpu_seconds:.1f}x less",
+                   "", "", "")
         report.print()
         if args.keep:
             print(f"kept: {root}")

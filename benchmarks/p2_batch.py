@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (PYTHON, REPO, Report, load1, load_text, machine_note, run_timed,  # noqa: E402
-                     submission_variants, venv_env, verdict, wait_for_quiet, write_tarball)
+                     speedup, submission_variants, venv_env, verdict, wait_for_quiet, write_tarball)
 
 TARGET_SECONDS_PER_100 = 600.0
 TARGET_WORKER_BYTES = 2**30
@@ -205,10 +205,10 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(REPO))
     root = Path(tempfile.mkdtemp(prefix="bench-p2-"))
-    machine = machine_note()
     try:
         kinds = make_batch(root / "batch", count)
         wait_for_quiet(args.wait_quiet)
+        machine = machine_note()
         report = Report(f"P2: a batch of {count} submissions, --jobs 2 against --jobs 1", notes=[machine])
 
         print(f"start-up, {repeats} samples each (load {load_text()})", flush=True)
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
         for label, (wall, load, _) in results.items():
             if label != base_label:
                 report.add(f"wall time, {label}", f"{wall:.1f} s", f"{base_wall:.1f} s ({base_label})",
-                           f"{base_wall / wall:.2f}x faster", "", "", f"{load}; base {base_load}")
+                           speedup(base_wall, wall), "", "", f"{load}; base {base_load}")
         for label, (wall, load, _) in results.items():
             report.add(f"throughput, {label}", f"{60 * count / wall:.1f} subm./min",
                        f"{60 * count / base_wall:.1f} subm./min ({base_label})", f"{base_wall / wall:.2f}x", "", "",

@@ -166,7 +166,6 @@ def main(argv=None) -> int:
 
     import torch
 
-    machine = machine_note()
     namespace = master_namespace()
     c = CONFIG
     sizes = (c["vocab"], c["dim"], c["head_num"], c["layer_num"], c["FFN_dim"], c["seq_len_max"], c["dropout"])
@@ -181,6 +180,7 @@ def main(argv=None) -> int:
     flops = step_flops(**c)
 
     wait_for_quiet(args.wait_quiet)
+    machine = machine_note()
     print(f"sgemm 2048x2048 fp32, {torch.get_num_threads()} threads (load {load_text()})", flush=True)
     sgemm_load = load1()
     peak = sgemm_rate(samples=5 if args.quick else 10)
@@ -218,13 +218,15 @@ def main(argv=None) -> int:
     report.add("ms/step: reference vs nn.Transformer", f"{ref * 1000:.0f} ({median['reference'] * 1000:.0f})",
                f"{torch_ * 1000:.0f} ({median['nn.Transformer'] * 1000:.0f})", f"{ref / torch_:.2f}x the time",
                "<= 0.6x", verdict(ref / torch_ <= 0.6), step_load)
-    report.add("ms/step: reference vs floor", f"{ref * 1000:.0f}", f"{floor * 1000:.0f}", f"{ref / floor:.2f}x the time",
+    report.add("ms/step: reference vs floor", f"{ref * 1000:.0f}", f"{floor * 1000:.0f}",
+               f"{ref / floor:.2f}x the time",
                f"<= {TARGET_FLOOR_RATIO}x", verdict(ref / floor <= TARGET_FLOOR_RATIO), step_load)
     report.add("ms/step: nn.Transformer vs floor", f"{torch_ * 1000:.0f}", f"{floor * 1000:.0f}",
                f"{torch_ / floor:.2f}x the time", "", "", step_load)
     fused = best["reference, fused Adam"]
-    report.add("ms/step: reference with Adam(fused=True) vs floor (proposed)", f"{fused * 1000:.0f} "
-               f"({median['reference, fused Adam'] * 1000:.0f})", f"{floor * 1000:.0f}", f"{fused / floor:.2f}x the time",
+    report.add("ms/step: reference with Adam(fused=True) vs floor (proposed)",
+               f"{fused * 1000:.0f} ({median['reference, fused Adam'] * 1000:.0f})", f"{floor * 1000:.0f}",
+               f"{fused / floor:.2f}x the time",
                f"<= {TARGET_FLOOR_RATIO}x", verdict(fused / floor <= TARGET_FLOOR_RATIO), step_load)
     report.add("GFLOP/s achieved: reference vs sgemm peak", f"{flops / ref / 1e9:.0f}", f"{peak / 1e9:.0f}",
                f"{flops / ref / peak:.0%} of peak", "", "", f"step {step_load}, sgemm {sgemm_load}")
@@ -235,6 +237,10 @@ def main(argv=None) -> int:
         report.add("reference step, profiled: matrix products / rest", f"{gemm_s * 1000:.0f} ms",
                    f"{other_s * 1000:.0f} ms", f"{gemm_s / (gemm_s + other_s):.0%} in products", "", "",
                    f"{load_text().split('/')[0]}")
+        # A floor for these shapes rather than for one large square product: what no reordering of the
+        # notebook's code around the same products could beat.
+        report.add("ms/step: reference vs its own matrix products", f"{ref * 1000:.0f}", f"{gemm_s * 1000:.0f}",
+                   f"{ref / gemm_s:.2f}x the time", "", "", f"{load_text().split('/')[0]}")
     report.print()
     return 0
 
