@@ -5,10 +5,11 @@ The grade command's options, files and exit codes are a contract other tools rel
 Exit 0 when every submission got its row, a 0 with a reason included; 1 when the grader itself failed.
 """
 import argparse
+import glob
 import re
 import sys
 
-from . import sandbox
+from . import forkserver, sandbox
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMG]?)i?B?$", re.IGNORECASE)
 
@@ -22,6 +23,8 @@ def parse_size(text):
 
 def resolve_device(choice):
     if choice == "auto":
+        if not glob.glob("/dev/nvidia*"):
+            return "cpu"  # without importing torch (seconds), which a machine with no NVIDIA device cannot need
         import torch
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda":
@@ -49,6 +52,9 @@ def build_parser():
     grade.add_argument("--memory-limit", type=parse_size, default=sandbox.Limits().memory_bytes, metavar="SIZE",
                        help="address-space cap of each worker (default 4G)")
     grade.add_argument("--check-timeout", type=float, default=20.0, metavar="S", help="time limit of one check (default 20)")
+    grade.add_argument("--fresh-workers", action="store_true",
+                       help="start a new interpreter for each submission's worker instead of forking it from a "
+                            "server that imported torch once (slower; isolation is the same either way)")
     grade.add_argument("--allow-forbidden", action="store_true",
                        help="report forbidden torch APIs without withholding the part's points")
 
@@ -74,14 +80,18 @@ def grade(args):
               + (" (--isolation none)" if args.isolation == "none" else ""), file=sys.stderr)
         return 2
 
+    device = resolve_device(args.device)
+    limits = sandbox.Limits(memory_bytes=args.memory_limit, gpu=device == "cuda")
+    if args.jobs <= 1 and not args.fresh_workers:
+        # Started before the grader's own imports, so the worker's torch import runs alongside them.
+        forkserver.prestart(limits, args.isolation, args.require_sandbox)
+
     from .batch import grade_batch
     from .pipeline import Settings
 
-    device = resolve_device(args.device)
     settings = Settings(device=device, check_timeout=args.check_timeout,
-                        isolation=args.isolation, require_sandbox=args.require_sandbox,
-                        limits=sandbox.Limits(memory_bytes=args.memory_limit, gpu=device == "cuda"),
-                        withhold_forbidden=not args.allow_forbidden)
+                        isolation=args.isolation, require_sandbox=args.require_sandbox, limits=limits,
+                        withhold_forbidden=not args.allow_forbidden, reuse_interpreter=not args.fresh_workers)
     _, failures = grade_batch(args.paths, args.out, settings, jobs=args.jobs, force=args.force)
     for path, problem in failures:
         print(f"grader failure on {path}:\n{problem}", file=sys.stderr)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import GRADER_VERSION, audit, fingerprints, sandbox, unpack
+from . import GRADER_VERSION, audit, fingerprints, forkserver, sandbox, unpack
 from .client import WorkerClient
 from .notebook_code import extract
 from .reference import load_arguments, reference
@@ -43,6 +43,7 @@ class Settings:
     require_sandbox: bool = False
     limits: sandbox.Limits = field(default_factory=sandbox.Limits)
     withhold_forbidden: bool = True
+    reuse_interpreter: bool = True     # fork workers from a server that imported torch once (forkserver.py)
 
     @property
     def on_gpu(self):
@@ -142,6 +143,9 @@ def grade_submission(path, settings):
     started = time.monotonic()
     # The judge's own work is small; one thread keeps it from fighting the worker (and other jobs) for cores.
     torch.set_num_threads(1)
+    if settings.reuse_interpreter:
+        # The worker's interpreter imports torch while this process unpacks and reads the notebook.
+        forkserver.prestart(settings.limits, settings.isolation, settings.require_sandbox)
     workdir = Path(tempfile.mkdtemp(prefix="autograde-"))
     try:
         intake = unpack.intake(Path(path), workdir / "intake")
@@ -155,7 +159,8 @@ def grade_submission(path, settings):
         flags += code.flags + findings.flags
         load_args = load_arguments(code.units, device="cpu")
         with WorkerClient(workdir / "scratch", load_args, limits=settings.limits, isolation=settings.isolation,
-                          require_sandbox=settings.require_sandbox) as client:
+                          require_sandbox=settings.require_sandbox,
+                          reuse_interpreter=settings.reuse_interpreter) as client:
             outcomes = run_checks(Context(client, reference("cpu"), settings))
             # Failed parts get the known bug they behave like, if any, in their checks' output.
             outcomes, extra["named_bugs"] = fingerprints.name_bugs(outcomes, client, min(settings.check_timeout, 10.0))

@@ -1,7 +1,8 @@
 """Launch the worker process that runs untrusted student code.
 
-The worker is ``python -I -B <scratch>/worker.py`` on stdin/stdout pipes,
-inside the strongest cage the host offers (``Launch.isolation``):
+The worker is ``python -I -B <scratch>/worker.py`` on stdin/stdout pipes, or
+the fork server ``zygote.py`` that forks workers (forkserver.py), inside the
+strongest cage the host offers (``Launch.isolation``):
 
 bwrap    New mount namespace with only /usr (+ /bin, /lib links), a few /etc
          files, the Python install and the venv read-only, a small private
@@ -125,7 +126,7 @@ def _bwrap_style() -> str | None:
                 spec = _bwrap_launch(probe, Path(tmp), Limits(), sys.executable, style)
             except SandboxUnavailable:
                 return None
-            _hand_over(Path(tmp), spec.uid)
+            hand_over(Path(tmp), spec.uid)
             if _runs(spec.argv, env=spec.env, cwd=spec.cwd):
                 return style
     return None
@@ -173,7 +174,7 @@ def worker_command(worker_py: Path, scratch: Path, limits: Limits, *,
         launch = _bwrap_launch(worker_py, scratch, limits, python, _bwrap_style())
     else:
         launch = _plain_launch(worker_py, scratch, limits, python, mode)
-    _hand_over(scratch, launch.uid)
+    hand_over(scratch, launch.uid)
     return launch
 
 
@@ -412,7 +413,7 @@ def _make_preexec(limits: Limits, *, nproc: bool, drop_uid: bool = False) -> Cal
     return preexec
 
 
-def _hand_over(scratch: Path, uid: int | None) -> None:
+def hand_over(scratch: Path, uid: int | None) -> None:
     """Make the worker's uid own scratch; back to us if an earlier launch
     in the same directory gave it away."""
     uid = os.geteuid() if uid is None else uid
@@ -427,7 +428,7 @@ def _hand_over(scratch: Path, uid: int | None) -> None:
 
 def launch(worker_py: Path, scratch: Path, limits: Limits, *, isolation: str = "auto",
            require: bool = False, python: str = sys.executable,
-           log_stderr: bool = True) -> subprocess.Popen:
+           log_stderr: bool = True, stdin=subprocess.PIPE, stdout=subprocess.PIPE) -> subprocess.Popen:
     """Start the worker; the Launch used is attached as ``proc.sandbox``.
 
     Its stderr goes to scratch/worker.stderr, capped by RLIMIT_FSIZE (Python
@@ -446,7 +447,7 @@ def launch(worker_py: Path, scratch: Path, limits: Limits, *, isolation: str = "
             log.unlink()
         stderr = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        proc = subprocess.Popen(spec.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(spec.argv, stdin=stdin, stdout=stdout,
                                 stderr=stderr, cwd=spec.cwd, env=spec.env,
                                 preexec_fn=spec.preexec_fn, start_new_session=True,
                                 close_fds=True)

@@ -1,9 +1,10 @@
 """The worker: the only process that runs a student's code.
 
-It is started inside the sandbox with this file, protocol.py and harness.py copied into its scratch
-directory. It reads requests on stdin and answers on stdout, but first moves those pipes to private
-descriptors and points 0, 1 and 2 at /dev/null, so student prints cannot corrupt the protocol; Python-level
-prints are kept (capped) and returned for the TA's log. It decides nothing: the judge compares.
+It is forked by the fork server (zygote.py) inside the sandbox, or started on its own with this file,
+protocol.py and harness.py copied into its scratch directory. It reads requests on one pipe and answers
+on another (stdin and stdout when started on its own), with descriptors 0, 1 and 2 pointed at /dev/null,
+so student prints cannot corrupt the protocol; Python-level prints are kept (capped) and returned for
+the TA's log. It decides nothing: the judge compares.
 """
 import io
 import os
@@ -44,9 +45,8 @@ class CappedText(io.TextIOBase):
         return text
 
 
-def main():
-    requests = os.fdopen(os.dup(0), "rb", buffering=0)
-    responses = os.fdopen(os.dup(1), "wb")
+def serve(requests, responses):
+    """Answer requests until the judge closes the pipe. Descriptors 0, 1 and 2 become /dev/null first."""
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
@@ -79,6 +79,10 @@ def main():
             protocol.write_message(responses, response)
         except (TypeError, ValueError) as exc:  # a result that cannot be encoded is the student's problem
             protocol.write_message(responses, {"ok": False, "kind": "exception", "error": f"unencodable result: {exc}"})
+
+
+def main():
+    serve(os.fdopen(os.dup(0), "rb", buffering=0), os.fdopen(os.dup(1), "wb"))
 
 
 if __name__ == "__main__":

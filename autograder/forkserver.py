@@ -1,0 +1,269 @@
+"""The judge's side of the fork server (zygote.py): one sandboxed Python per grading process that has imported
+torch already, and forks a fresh worker for each submission.
+
+A worker started on its own pays for a new interpreter and `import torch` (seconds of CPU) every time; a
+fork costs milliseconds. Isolation is unchanged: the server runs in the same sandbox a lone worker would,
+so everything it forks does too. What each worker gets to itself: its process and session, its directory,
+a fresh RLIMIT_CPU, a private /tmp emptied before it starts. What it shares with the server: the
+address-space limit, the uid (so RLIMIT_NPROC), and the server's folder, which the judge empties of
+everything but the server's own code after each worker.
+
+Between two workers nothing survives: the judge kills every process below the server when a worker is
+closed, and the server (their subreaper) kills whatever is left before it forks again. A worker can kill
+or stop its server (same uid); the judge wakes it after each worker and starts a new one when it has died.
+"""
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from . import sandbox
+
+HERE = Path(__file__).resolve().parent
+CODE_FILES = ("zygote.py", "worker.py", "harness.py", "protocol.py")
+
+
+class ForkserverError(RuntimeError):
+    """The fork server did not start or stopped answering."""
+
+
+def process_table():
+    """{pid: (parent pid, state, CPU seconds)} of every process we can see."""
+    table, tick = {}, os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # Fields after the command name: state, ppid, ..., utime and stime at 11 and 12.
+        table[int(entry.name)] = (int(fields[1]), fields[0].decode(), (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def descendants(root, table=None):
+    table = process_table() if table is None else table
+    family, frontier = set(), [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, (ppid, _, _) in table.items() if ppid == parent and pid not in family]
+        family.update(children)
+        frontier += children
+    return family
+
+
+def _namespace_pid(pid):
+    """The pid as the innermost pid namespace of the process sees it, and how deep that namespace is."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("NSpid:"):
+                    fields = line.split()[1:]
+                    return int(fields[-1]), len(fields)
+    except OSError:
+        pass
+    return None, 0
+
+
+def _host_pid(root, inner_pid):
+    """Our pid for `root` or the process below it that calls itself inner_pid in its own namespace (without a
+    pid namespace, as with --isolation none, that is `root` itself)."""
+    matches = [(depth, pid) for pid in descendants(root) | {root}
+               for inner, depth in [_namespace_pid(pid)] if inner == inner_pid]
+    return max(matches)[1] if matches else None
+
+
+class ForkedWorker:
+    """The part of a Popen that WorkerClient uses, for a worker forked by the server."""
+    relays_signals = False  # its exit code comes from waitpid itself, not from a wrapper's 128 + N
+
+    def __init__(self, server, inner_pid, stdin, stdout, scratch):
+        self.server, self.inner_pid, self.scratch = server, inner_pid, scratch
+        self.stdin, self.stdout = stdin, stdout
+        self.sandbox = server.process.sandbox
+        # CPU budgets count everything below the server: the worker, and whatever it started and orphaned.
+        self.pid = server.pid
+        self.returncode = None
+
+    def kill(self):
+        self.server.kill_workers()
+
+    def wait(self, timeout=None):  # noqa: ARG002 (the server waits at most a few seconds)
+        if self.returncode is None:
+            self.returncode = self.server.exit_code(self.inner_pid)
+        return self.returncode
+
+    def release(self):
+        self.server.release(self)
+
+
+class Forkserver:
+    def __init__(self, limits, isolation="auto", require=False, start_timeout=120.0):
+        self.key = (limits, isolation, require)
+        self.root = Path(tempfile.mkdtemp(prefix="autograde-workers-"))
+        code = self.root / "code"
+        code.mkdir()
+        for name in CODE_FILES:
+            shutil.copyfile(HERE / name, code / name)
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.process = sandbox.launch(code / "zygote.py", self.root, limits, isolation=isolation,
+                                          require=require, stdin=theirs.fileno(), stdout=subprocess.DEVNULL)
+        except BaseException:
+            self.control.close()
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+        self.ready_by = time.monotonic() + start_timeout
+        self.pid = None  # ours for the server process, once it has said it is ready
+        self.count = self.asked = 0
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def _ask(self, request, fds=(), timeout=30.0):
+        """Send a request and wait for its own answer. Answers carry the request's number: one that comes
+        after its asker gave up (a stopped server, woken later) is dropped, not taken for the next one's."""
+        self.asked += 1
+        message = json.dumps({**request, "id": self.asked}).encode()
+        try:
+            if fds:
+                socket.send_fds(self.control, [message], list(fds))
+            else:
+                self.control.sendall(message)
+        except OSError as error:
+            raise ForkserverError(f"the fork server is gone ({error})") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._receive(deadline - time.monotonic())
+            if reply.get("id") == self.asked:
+                return reply
+
+    def _receive(self, timeout):
+        if timeout <= 0:
+            raise ForkserverError("the fork server did not answer in time")
+        self.control.settimeout(timeout)
+        try:
+            data = self.control.recv(65536)
+        except (socket.timeout, OSError) as error:
+            raise ForkserverError(f"the fork server did not answer ({error or 'timed out'})") from None
+        if not data:
+            raise ForkserverError(f"the fork server exited (code {self.process.poll()}); see "
+                                  f"{self.root / 'worker.stderr'}")
+        return json.loads(data)
+
+    def _await_ready(self):
+        if self.pid is None:
+            reply = self._receive(self.ready_by - time.monotonic())
+            self.pid = _host_pid(self.process.pid, reply["pid"])
+            if self.pid is None:
+                raise ForkserverError("the fork server's process could not be found")
+
+    def spawn(self):
+        """A new worker in a directory of its own, on fresh pipes."""
+        self._await_ready()
+        self.count += 1
+        scratch = self.root / f"worker-{self.count}"
+        scratch.mkdir()
+        sandbox.hand_over(scratch, self.process.sandbox.uid)
+        requests_read, requests_write = os.pipe()
+        responses_read, responses_write = os.pipe()
+        try:
+            reply = self._ask({"op": "fork", "cwd": str(scratch)}, fds=(requests_read, responses_write))
+        except ForkserverError:
+            os.close(requests_write)
+            os.close(responses_read)
+            raise
+        finally:
+            os.close(requests_read)
+            os.close(responses_write)
+        return ForkedWorker(self, reply["pid"], os.fdopen(requests_write, "wb"),
+                            os.fdopen(responses_read, "rb", buffering=0), scratch)
+
+    def exit_code(self, inner_pid):
+        try:
+            return self._ask({"op": "exit_code", "pid": inner_pid}, timeout=10.0).get("code")
+        except (OSError, ForkserverError):
+            return None
+
+    def kill_workers(self):
+        """SIGKILL every process below the server (rounds, for a fork bomb's newest children), and wake the
+        server, which a worker may have stopped."""
+        if self.pid is None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            return
+        for _ in range(20):
+            table = process_table()
+            alive = [pid for pid in descendants(self.pid, table) if table[pid][1] != "Z"]
+            if not alive:
+                return
+            for pid in alive:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.01)
+
+    def release(self, worker):
+        shutil.rmtree(worker.scratch, ignore_errors=True)
+        # The next submission's worker must find nothing of this one's: whatever else it wrote here goes too.
+        for entry in self.root.iterdir():
+            if entry.name not in ("code", "worker.stderr"):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+
+    def close(self):
+        self.kill_workers()
+        self.control.close()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+_shared = None
+
+
+def shared(limits, isolation="auto", require=False):
+    """This process's fork server for these settings: started on first use, restarted when it has died.
+    Starting is not waiting: the server imports torch while the judge goes on (until its first spawn)."""
+    global _shared
+    if _shared is not None and (_shared.key != (limits, isolation, require) or not _shared.alive()):
+        close_shared()
+    if _shared is None:
+        _shared = Forkserver(limits, isolation, require)
+    return _shared
+
+
+def prestart(limits, isolation="auto", require=False):
+    """shared(), for a process about to grade: a failure here shows again, with its reason, at the first spawn."""
+    try:
+        shared(limits, isolation, require)
+    except (sandbox.SandboxUnavailable, OSError):
+        pass
+
+
+def close_shared():
+    global _shared
+    server, _shared = _shared, None
+    if server is not None:
+        server.close()
+
+
+atexit.register(close_shared)
