@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from . import protocol, sandbox
+from . import forkserver, protocol, sandbox
 
 WORKER_FILES = ("worker.py", "harness.py", "protocol.py")
 HERE = Path(__file__).resolve().parent
@@ -33,7 +33,10 @@ class StudentError(Exception):
 
 class WorkerClient:
     def __init__(self, scratch, load_args, *, limits=None, isolation="auto", require_sandbox=False,
-                 load_timeout=60.0):
+                 load_timeout=60.0, reuse_interpreter=True):
+        # reuse_interpreter: fork the worker from this process's fork server (forkserver.py), which imported
+        # torch once; else start a new interpreter in `scratch` (also the fallback when the server fails).
+        self.reuse_interpreter = reuse_interpreter
         self.scratch = Path(scratch)
         self.load_args = load_args
         self.limits = limits or sandbox.Limits()
@@ -48,28 +51,52 @@ class WorkerClient:
     # -- lifecycle
 
     def _start(self):
-        code_dir = self.scratch / "worker"
-        code_dir.mkdir(parents=True, exist_ok=True)
-        for name in WORKER_FILES:
-            shutil.copyfile(HERE / name, code_dir / name)
-        self.process = sandbox.launch(code_dir / "worker.py", self.scratch, self.limits,
-                                      isolation=self.isolation, require=self.require_sandbox)
+        if self.reuse_interpreter:
+            try:
+                self.process = self._fork()
+            except forkserver.ForkserverError as error:
+                self.events.append(("start", "grader", f"fork server failed, started a worker on its own: {error}"))
+                self.process = None
+        if self.process is None:
+            code_dir = self.scratch / "worker"
+            code_dir.mkdir(parents=True, exist_ok=True)
+            for name in WORKER_FILES:
+                shutil.copyfile(HERE / name, code_dir / name)
+            self.process = sandbox.launch(code_dir / "worker.py", self.scratch, self.limits,
+                                          isolation=self.isolation, require=self.require_sandbox)
         self.isolation_used = self.process.sandbox.isolation
         self.load_report = self._request("load", self.load_args, self.load_timeout)
+
+    def _fork(self):
+        # A server that died since the last submission (a worker may kill it) is replaced once.
+        for attempt in range(2):
+            server = forkserver.shared(self.limits, self.isolation, self.require_sandbox)
+            try:
+                return server.spawn()
+            except forkserver.ForkserverError:
+                forkserver.close_shared()
+                if attempt:
+                    raise
+        return None
 
     def close(self):
         if self.process is None:
             return
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if isinstance(self.process, forkserver.ForkedWorker):
+            self.process.kill()
+        else:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for stream in (self.process.stdin, self.process.stdout):
             try:
                 stream.close()
             except OSError:
                 pass
         self.process.wait()
+        if isinstance(self.process, forkserver.ForkedWorker):
+            self.process.release()
         self.process = None
 
     def __enter__(self):
@@ -91,19 +118,42 @@ class WorkerClient:
     # -- calls
 
     def call(self, op, timeout, **args):
+        return self.start(op, timeout, **args)()
+
+    def start(self, op, timeout, **args):
+        """Send an operation and return a function that waits for its answer: the judge can do its own work
+        (the reference's training) while the worker runs. Nothing else may be sent before that answer."""
         self.loaded()
         try:
-            return self._request(op, args, timeout)
+            finish = self._send(op, args, timeout)
         except StudentError as error:
             self.events.append((op, error.kind, error.message))
             raise
 
+        def answer():
+            try:
+                return finish()
+            except StudentError as error:
+                self.events.append((op, error.kind, error.message))
+                raise
+
+        return answer
+
     def _request(self, op, args, timeout):
+        return self._send(op, args, timeout)()
+
+    def _send(self, op, args, timeout):
         clock = _Budget(self.process.pid, timeout)
         try:
             protocol.write_message(self.process.stdin, {"op": op, "args": args})
+        except BrokenPipeError:
+            raise self._died() from None
+        return lambda: self._answer(op, clock)
+
+    def _answer(self, op, clock):
+        try:
             response = protocol.read_message(lambda n: self._read(n, clock, op))
-        except (BrokenPipeError, EOFError):
+        except EOFError:
             raise self._died() from None
         except protocol.ProtocolError as exc:
             self.close()
@@ -132,13 +182,16 @@ class WorkerClient:
         self.close()
         # bwrap, and the shell that unshare runs as pid 1, relay a worker killed by signal N as exit 128 + N.
         # Without this a segfault read "the code ended the grading process (exit code 139)".
-        wrapped = getattr(getattr(process, "sandbox", None), "isolation", "none") != "none"
+        wrapped = getattr(process, "relays_signals", True) and \
+            getattr(getattr(process, "sandbox", None), "isolation", "none") != "none"
         if wrapped and code is not None and 128 < code < 128 + signal.NSIG:
             code = 128 - code
         if code is not None and code < 0:
             name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
             hint = " (likely the memory limit)" if -code == signal.SIGKILL else ""
             return StudentError("crash", f"the code crashed: killed by {name}{hint}")
+        if code is None:
+            return StudentError("crash", "the grading process stopped answering (the code killed it, or its parent)")
         return StudentError("crash", f"the code ended the grading process (exit code {code})")
 
 
@@ -166,22 +219,5 @@ class _Budget:
 
 def _tree_cpu(root):
     """CPU seconds used by a worker and all its descendants (bwrap starts a new session, so walk the tree)."""
-    parents, times, tick = {}, {}, os.sysconf("SC_CLK_TCK")
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])  # fields counted after the command name: state, ppid, ...
-        times[pid] = (int(fields[11]) + int(fields[12])) / tick
-    family, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in family]
-        family.update(children)
-        frontier += children
-    return sum(times.get(pid, 0.0) for pid in family)
+    table = forkserver.process_table()
+    return sum(table[pid][2] for pid in forkserver.descendants(root, table) | {root} if pid in table)

@@ -23,6 +23,10 @@ class Student:
         self.load_failure = None
 
     def run(self, op, *, timeout=None, **args):
+        return self.start(op, timeout=timeout, **args)()
+
+    def start(self, op, *, timeout=None, **args):
+        """run(), in two halves: send now, and return a function that waits for the answer."""
         needed = NEEDS.get(op) or ("EncoderLayer" if args.get("kind") == "encoder" else "DecoderLayer",)
         # A load past its time limit (a class body that sleeps runs into the wall-time backstop, 4 x 60 s) is not
         # tried again: every one of the 23 checks would wait that long again, far past the submission's budget.
@@ -43,9 +47,17 @@ class Student:
         if remaining <= 0:
             pytest.fail("time limit: the submission used up its total grading time", pytrace=False)
         try:
-            return self.client.call(op, min(timeout or self.timeout, remaining), **args)
+            answer = self.client.start(op, min(timeout or self.timeout, remaining), **args)
         except StudentError as error:
             pytest.fail(PREFIX[error.kind] + error.message, pytrace=False)
+
+        def result():
+            try:
+                return answer()
+            except StudentError as error:
+                pytest.fail(PREFIX[error.kind] + error.message, pytrace=False)
+
+        return result
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,27 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def losses(student, settings):
-    return student.run("train", timeout=settings.training_timeout, config=settings.training_config,
-                       steps=settings.training_steps, seed=0, device=settings.device)["losses"]
+def runs(student, reference, settings):
+    """The student's training and the reference's, side by side: the worker trains while the judge does."""
+    config, steps = settings.training_config, settings.training_steps
+    answer = student.start("train", timeout=settings.training_timeout, config=config, steps=steps, seed=0,
+                           device=settings.device)
+    try:
+        reference_losses = reference.training(config, steps, 0, settings.device)["losses"]
+    except BaseException:
+        student.client.close()  # its answer will not be read: the next call must not find it in the pipe
+        raise
+    return answer()["losses"], reference_losses
 
 
 @pytest.fixture(scope="module")
-def reference_losses(reference, settings):
-    return reference.training(settings.training_config, settings.training_steps, 0, settings.device)["losses"]
+def losses(runs):
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def reference_losses(runs):
+    return runs[1]
 
 
 def drop(values):
