@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import GRADER_VERSION, feedback, report, unpack
+from . import GRADER_VERSION, feedback, forkserver, report, unpack
 from .pipeline import grade_submission, results_document, row_key
 from .rubric import PARTS, TOTAL
 
@@ -70,22 +70,30 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     submissions = unpack.discover([Path(p) for p in paths])
-    documents, failures, todo = {}, [], []
+    failures, todo = [], []
+    # Rows graded into this folder by earlier runs stay in the gradebook (a late submission graded on its own
+    # must not drop the class), as they stay in the class report, which reads every results.json here.
+    documents = {key: document for key, document in report.load_documents(out)
+                 if isinstance(document, dict) and isinstance(document.get("extra_data"), dict)
+                 and isinstance(document.get("score"), (int, float))}
+    this_run = set()
     for path in submissions:
         key = row_key(path, unpack.student_id_from_name(path))
         cached = None if force else cached_results(out / key / "results.json", file_sha256(path))
         if cached:
             documents[key] = cached
+            this_run.add(key)
             if not (out / key / "feedback.md").exists():
                 feedback.write_safely(out / key, cached)
         else:
             todo.append(path)
 
     def finish(key, document, problem, path):
-        if key in documents and documents[key]["extra_data"].get("source") != document["extra_data"].get("source"):
+        if key in this_run and documents[key]["extra_data"].get("source") != document["extra_data"].get("source"):
             document["extra_data"]["flags"].append(f"another file for {key} was also submitted: "
                                                    f"{documents[key]['extra_data'].get('source')}")
         documents[key] = document
+        this_run.add(key)
         write_json_atomic(out / key / "results.json", document)
         feedback.write_safely(out / key, document)
         if problem:
@@ -106,7 +114,12 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
         else:
             # spawn, not fork: the parent has torch (and its thread pools) loaded already.
             context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            # Each pool process starts its fork server first, so the server imports torch while the
+            # process imports the grader.
+            start = {"initializer": forkserver.prestart,
+                     "initargs": (settings.limits, settings.isolation, settings.require_sandbox)}
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context,
+                                                        **(start if settings.reuse_interpreter else {})) as pool:
                 futures = {pool.submit(_grade_safely, path, settings): path for path in todo}
                 for future in concurrent.futures.as_completed(futures):
                     path = futures[future]
@@ -121,8 +134,9 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
                     progress.advance(task)
     write_gradebook(out, documents)
     report.write_safely(out)
-    console.print(summary_table(documents, skipped=len(submissions) - len(todo)))
-    return documents, failures
+    graded = {key: documents[key] for key in this_run}
+    console.print(summary_table(graded, skipped=len(submissions) - len(todo)))
+    return graded, failures
 
 
 def write_gradebook(out, documents):

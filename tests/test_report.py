@@ -5,6 +5,7 @@ outcomes that tell the usual stories (a named bug, a time limit, a crash, an unr
 forbidden API). The batch hooks run through grade_batch with grade_submission replaced; the `report`
 command runs through the real command line.
 """
+import csv
 import json
 import os
 import random
@@ -220,3 +221,23 @@ def test_report_renders_in_a_real_browser(tmp_path):
     assert len(colours) > 200 and pixels[..., :3].std() > 0.05
     if os.environ.get("REPORT_SCREENSHOT"):  # to look at it: REPORT_SCREENSHOT=/some/file.png pytest ...
         shutil.copyfile(shot, os.environ["REPORT_SCREENSHOT"])
+
+
+def test_a_late_submission_graded_alone_keeps_the_class_in_the_gradebook(tmp_path, monkeypatch):
+    rng = random.Random(2)
+    prepared = {f"2023-{30001 + i}": synthetic_document(f"2023-{30001 + i}", story, rng)
+                for i, story in enumerate(("bug", "perfect", "perfect"))}
+    monkeypatch.setattr(batch, "grade_submission", lambda path, settings: (Path(path).stem, prepared[Path(path).stem]))
+    on_time, late = tmp_path / "on_time", tmp_path / "late"
+    for folder, keys in ((on_time, list(prepared)[:2]), (late, list(prepared)[2:])):
+        folder.mkdir()
+        for key in keys:
+            (folder / f"{key}.ipynb").write_text("{}", encoding="utf-8")
+    batch.grade_batch([on_time], tmp_path / "out", Settings())
+    documents, _ = batch.grade_batch([late], tmp_path / "out", Settings())
+    assert set(documents) == {"2023-30003"}, "the return value is what this run graded"
+    with open(tmp_path / "out" / "grades.csv", newline="", encoding="utf-8") as handle:
+        rows = {row["student_id"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == set(prepared)
+    for key, document in prepared.items():
+        assert float(rows[key]["score"]) == document["score"]
