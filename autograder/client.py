@@ -68,16 +68,12 @@ class WorkerClient:
         self.load_report = self._request("load", self.load_args, self.load_timeout)
 
     def _fork(self):
-        # A server that died since the last submission (a worker may kill it) is replaced once.
-        for attempt in range(2):
-            server = forkserver.shared(self.limits, self.isolation, self.require_sandbox)
-            try:
-                return server.spawn()
-            except forkserver.ForkserverError:
-                forkserver.close_shared()
-                if attempt:
-                    raise
-        return None
+        try:
+            return forkserver.shared(self.limits, self.isolation, self.require_sandbox).spawn()
+        except forkserver.ForkserverError:
+            # A server that died since the last submission (a worker may kill it) is replaced, once.
+            forkserver.close_shared()
+            return forkserver.shared(self.limits, self.isolation, self.require_sandbox).spawn()
 
     def close(self):
         if self.process is None:

@@ -216,9 +216,8 @@ class Forkserver:
                     pass
             time.sleep(0.01)
 
-    def release(self, worker):
-        shutil.rmtree(worker.scratch, ignore_errors=True)
-        # The next submission's worker must find nothing of this one's: whatever else it wrote here goes too.
+    def release(self, worker):  # noqa: ARG002 (its folder goes with everything else it wrote here)
+        # The next submission's worker must find nothing of this one's: its folder, and whatever else it wrote here.
         for entry in self.root.iterdir():
             if entry.name not in ("code", "worker.stderr"):
                 if entry.is_dir() and not entry.is_symlink():
