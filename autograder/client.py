@@ -6,15 +6,13 @@ check, and the next call starts a fresh worker and loads the submission again.
 """
 import os
 import select
-import shutil
 import signal
 import time
 from pathlib import Path
 
-from . import forkserver, protocol, sandbox
+from . import forkserver, sandbox
+from .sandboxed import protocol
 
-WORKER_FILES = ("worker.py", "harness.py", "protocol.py")
-HERE = Path(__file__).resolve().parent
 
 
 def _text(value):
@@ -58,10 +56,7 @@ class WorkerClient:
                 self.events.append(("start", "grader", f"fork server failed, started a worker on its own: {error}"))
                 self.process = None
         if self.process is None:
-            code_dir = self.scratch / "worker"
-            code_dir.mkdir(parents=True, exist_ok=True)
-            for name in WORKER_FILES:
-                shutil.copyfile(HERE / name, code_dir / name)
+            code_dir = sandbox.install_code(self.scratch / "worker")
             self.process = sandbox.launch(code_dir / "worker.py", self.scratch, self.limits,
                                           isolation=self.isolation, require=self.require_sandbox)
         self.isolation_used = self.process.sandbox.isolation

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import harness
+from .sandboxed import harness
 from .bug_variants import FINGERPRINTS, fill_regions
 from .checks.layers import DIMS, decoder_inputs, encoder_inputs, key_padding_mask, role_weights
 from .client import StudentError

@@ -25,8 +25,6 @@ from pathlib import Path
 
 from . import sandbox
 
-HERE = Path(__file__).resolve().parent
-CODE_FILES = ("zygote.py", "worker.py", "harness.py", "protocol.py")
 
 
 class ForkserverError(RuntimeError):
@@ -109,10 +107,7 @@ class Forkserver:
     def __init__(self, limits, isolation="auto", require=False, start_timeout=120.0):
         self.key = (limits, isolation, require)
         self.root = Path(tempfile.mkdtemp(prefix="autograde-workers-"))
-        code = self.root / "code"
-        code.mkdir()
-        for name in CODE_FILES:
-            shutil.copyfile(HERE / name, code / name)
+        code = sandbox.install_code(self.root / "code")
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.process = sandbox.launch(code / "zygote.py", self.root, limits, isolation=isolation,

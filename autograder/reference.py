@@ -7,7 +7,7 @@ import functools
 import json
 from pathlib import Path
 
-from . import harness
+from .sandboxed import harness
 from .notebook_code import GIVEN_CELLS, PART_CELLS, extract
 
 REPO = Path(__file__).resolve().parents[1]

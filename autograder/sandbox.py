@@ -55,6 +55,7 @@ from typing import Callable
 
 NOBODY = 65534
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SANDBOXED = Path(__file__).resolve().parent / "sandboxed"
 ISOLATIONS = ("bwrap", "unshare", "none")
 _TMPFS_BYTES = 256 * 2**20
 _SHM_BYTES = 64 * 2**20
@@ -411,6 +412,17 @@ def _make_preexec(limits: Limits, *, nproc: bool, drop_uid: bool = False) -> Cal
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
     return preexec
+
+
+def install_code(dest: Path) -> Path:
+    """Copy autograder/sandboxed/ to dest as a whole, read-only and owned by us, never by the sandbox's uid:
+    a worker must not be able to change the code the next worker imports."""
+    dest = Path(dest)
+    shutil.copytree(SANDBOXED, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for entry in dest.iterdir():
+        os.chmod(entry, 0o444)
+    os.chmod(dest, 0o555)
+    return dest
 
 
 def hand_over(scratch: Path, uid: int | None) -> None:

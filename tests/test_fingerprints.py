@@ -11,7 +11,8 @@ import re
 
 import pytest
 
-from autograder import fingerprints, harness
+from autograder import fingerprints
+from autograder.sandboxed import harness
 from autograder.bug_variants import FINGERPRINTS, fill_regions
 from autograder.client import StudentError, WorkerClient
 from autograder.notebook_code import PART_CELLS, extract
