@@ -26,6 +26,7 @@ from .sandboxed import harness
 from .bug_variants import FINGERPRINTS, fill_regions
 from .checks.layers import DIMS, decoder_inputs, encoder_inputs, key_padding_mask, role_weights
 from .client import StudentError
+from .outcome import Outcome, as_outcome
 from .reference import load_arguments, master_code, reference
 from .rubric import RUBRIC
 
@@ -233,7 +234,7 @@ def name_bugs(outcomes, client, timeout=10.0, budget=60.0, reference_variants=No
         return client.call(op, remaining, **args)
 
     failed = {}
-    for test, (passed, message) in outcomes.items():
+    for test, (passed, message, *_) in outcomes.items():
         line = RUBRIC.get(test)
         if line is not None and not passed and line.part in PROBED_PARTS:
             failed.setdefault(line.part, []).append(message or "")
@@ -251,9 +252,10 @@ def name_bugs(outcomes, client, timeout=10.0, budget=60.0, reference_variants=No
             named[part] = []
     del client.events[events:], client.output[output:]
     annotated = dict(outcomes)
-    for test, (passed, message) in outcomes.items():
+    for test, outcome in outcomes.items():
+        passed, message, diagnosis = as_outcome(outcome)
         bugs = named.get(getattr(RUBRIC.get(test), "part", None))
         if bugs and not passed:
             notes = "\n".join(f"Likely bug: {bug['title']}. Hint: {bug['hint']}" for bug in bugs)
-            annotated[test] = (passed, f"{message}\n{notes}" if message else notes)
+            annotated[test] = Outcome(passed, f"{message}\n{notes}" if message else notes, diagnosis)
     return annotated, named

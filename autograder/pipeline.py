@@ -21,6 +21,7 @@ import torch
 from . import GRADER_VERSION, audit, fingerprints, forkserver, sandbox, unpack
 from .client import WorkerClient
 from .notebook_code import extract
+from .outcome import CheckFailed, Outcome, as_outcome
 from .reference import load_arguments, reference
 from .rubric import PARTS, RUBRIC, TOTAL
 
@@ -84,12 +85,13 @@ class _Recorder:
     def pytest_runtest_makereport(self, item, call):
         report = (yield).get_result()
         if report.when == "call" or (report.failed and item.name not in self.outcomes):
-            message = ""
+            message, diagnosis = "", ""
             if call.excinfo is not None:
                 error = call.excinfo.value
                 message = str(error) if isinstance(error, (AssertionError, pytest.fail.Exception)) else \
                     f"grader error while checking: {type(error).__name__}: {error}"
-            self.outcomes[item.name] = (report.passed, message)
+                diagnosis = error.diagnosis if isinstance(error, CheckFailed) else ""
+            self.outcomes[item.name] = Outcome(report.passed, message, diagnosis)
 
 
 def run_checks(context):
@@ -114,13 +116,16 @@ def row_key(path, student_id=None):
 
 def results_document(student_id, outcomes, *, flags, error=None, withheld=(), elapsed=0.0, extra=None):
     """Gradescope's results.json: a test per rubric line, plus our own fields under extra_data."""
-    tests, parts = [], {part: 0.0 for part in PARTS}
+    tests, parts, diagnoses = [], {part: 0.0 for part in PARTS}, {}
     for test_name, line in RUBRIC.items():
-        passed, message = outcomes.get(test_name, (False, error or "not graded"))
+        passed, message, diagnosis = as_outcome(outcomes.get(test_name, (False, error or "not graded")))
         if passed and line.part in withheld:
             passed, message = False, f"points withheld: {withheld[line.part]}"
         score = line.points if passed else 0.0
         parts[line.part] += score
+        if diagnosis and not passed:
+            diagnoses[line.name] = diagnosis
+            message = f"{message}\nWhat is wrong: {diagnosis}" if message else f"What is wrong: {diagnosis}"
         tests.append({"name": line.name, "score": score, "max_score": line.points,
                       "status": "passed" if passed else "failed", "output": message})
     score = sum(parts.values())
@@ -134,6 +139,7 @@ def results_document(student_id, outcomes, *, flags, error=None, withheld=(), el
         "output": "\n".join(summary),
         "tests": tests,
         "extra_data": {"student_id": student_id, "flags": list(flags), "error": error, "parts": parts,
+                       "diagnoses": diagnoses,
                        "grader_version": GRADER_VERSION, **(extra or {})},
     }
 
