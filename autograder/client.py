@@ -3,6 +3,10 @@
 A worker that hangs is killed at the deadline; one that dies (sys.exit, os._exit, a segfault, the kernel's
 OOM killer) is noticed on the next read. Either way the failure becomes a StudentError for that one
 check, and the next call starts a fresh worker and loads the submission again.
+
+The judge never waits on student code without a deadline: requests are written without blocking, under the
+same deadline as the answer (a worker that stops reading is killed), and an answer longer than
+MAX_ANSWER_BYTES is refused from its length header, before a byte of it is read or decoded.
 """
 import os
 import select
@@ -12,6 +16,9 @@ from pathlib import Path
 
 from . import forkserver, sandbox
 from .sandboxed import protocol
+
+# The largest answer any check expects is a PE table of 100 x 512 float64 values (about 0.5 MB as base64).
+MAX_ANSWER_BYTES = 8 * 2**20
 
 
 
@@ -40,6 +47,7 @@ class WorkerClient:
         self.limits = limits or sandbox.Limits()
         self.isolation, self.require_sandbox = isolation, require_sandbox
         self.load_timeout = load_timeout
+        self.trainer = None  # on a GPU, training runs in a worker of its own without the address-space cap
         self.process = None
         self.load_report = None
         self.isolation_used = None
@@ -49,14 +57,16 @@ class WorkerClient:
     # -- lifecycle
 
     def _start(self):
-        if self.reuse_interpreter:
+        if self.reuse_interpreter and sandbox._choose(self.isolation) == "bwrap":
             try:
                 self.process = self._fork()
             except forkserver.ForkserverError as error:
                 self.events.append(("start", "grader", f"fork server failed, started a worker on its own: {error}"))
                 self.process = None
         if self.process is None:
-            code_dir = sandbox.install_code(self.scratch / "worker")
+            code_dir = self.scratch / "worker"
+            if not code_dir.exists():
+                sandbox.install_code(code_dir)
             self.process = sandbox.launch(code_dir / "worker.py", self.scratch, self.limits,
                                           isolation=self.isolation, require=self.require_sandbox)
         self.isolation_used = self.process.sandbox.isolation
@@ -64,13 +74,26 @@ class WorkerClient:
 
     def _fork(self):
         try:
-            return forkserver.shared(self.limits, self.isolation, self.require_sandbox).spawn()
+            return forkserver.shared(self.limits, self.isolation, self.require_sandbox).spawn(self.limits)
         except forkserver.ForkserverError:
-            # A server that died since the last submission (a worker may kill it) is replaced, once.
+            # A server that died since the last submission is replaced, once.
             forkserver.close_shared()
-            return forkserver.shared(self.limits, self.isolation, self.require_sandbox).spawn()
+            return forkserver.shared(self.limits, self.isolation, self.require_sandbox).spawn(self.limits)
+
+    def training_client(self):
+        """The client that runs training: this one, or on a GPU a second worker without the address-space cap."""
+        if not self.limits.gpu:
+            return self
+        if self.trainer is None:
+            self.trainer = WorkerClient(self.scratch / "trainer", self.load_args, limits=self.limits.for_training(),
+                                        isolation=self.isolation, require_sandbox=self.require_sandbox,
+                                        load_timeout=self.load_timeout, reuse_interpreter=self.reuse_interpreter)
+            self.trainer.events, self.trainer.output = self.events, self.output
+        return self.trainer
 
     def close(self):
+        if self.trainer is not None:
+            self.trainer.close()
         if self.process is None:
             return
         if isinstance(self.process, forkserver.ForkedWorker):
@@ -86,8 +109,6 @@ class WorkerClient:
             except OSError:
                 pass
         self.process.wait()
-        if isinstance(self.process, forkserver.ForkedWorker):
-            self.process.release()
         self.process = None
 
     def __enter__(self):
@@ -135,20 +156,39 @@ class WorkerClient:
 
     def _send(self, op, args, timeout):
         clock = _Budget(self.process.pid, timeout)
-        try:
-            protocol.write_message(self.process.stdin, {"op": op, "args": args})
-        except BrokenPipeError:
-            raise self._died() from None
+        self._write(protocol.frame({"op": op, "args": args}), clock, op)
         return lambda: self._answer(op, clock)
+
+    def _write(self, data, clock, op):
+        """Write a whole request without ever blocking: a worker that stops reading runs into the deadline."""
+        fd = self.process.stdin.fileno()
+        os.set_blocking(fd, False)
+        view = memoryview(data)
+        while view:
+            if not select.select([], [fd], [], clock.wait())[1]:
+                if clock.spent():
+                    self.close()
+                    raise StudentError("time", f"time limit: the worker stopped reading its requests (`{op}`, "
+                                               f"{clock.limit:g} s)")
+                continue
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                raise self._died() from None
 
     def _answer(self, op, clock):
         try:
-            response = protocol.read_message(lambda n: self._read(n, clock, op))
+            response = protocol.read_message(lambda n: self._read(n, clock, op), limit=MAX_ANSWER_BYTES)
         except EOFError:
             raise self._died() from None
         except protocol.ProtocolError as exc:
             self.close()
             raise StudentError("protocol", f"the worker's answer was unreadable ({exc})") from None
+        if not isinstance(response, dict):
+            self.close()
+            raise StudentError("protocol", "the worker's answer was not a message")
         if response.get("output"):
             self.output.append(_text(response["output"]))
         if not isinstance(response, dict) or not response.get("ok"):

@@ -1,21 +1,17 @@
-"""The judge's side of the fork server (zygote.py): one sandboxed Python per grading process that has imported
-torch already, and forks a fresh worker for each submission.
+"""The judge's side of the fork server (sandboxed/zygote.py): one sandboxed Python per grading process that
+has imported torch already, and forks each submission's worker into a cage of its own.
 
 A worker started on its own pays for a new interpreter and `import torch` (seconds of CPU) every time; a
-fork costs milliseconds. Isolation is unchanged: the server runs in the same sandbox a lone worker would,
-so everything it forks does too. What each worker gets to itself: its process and session, its directory,
-a fresh RLIMIT_CPU, a private /tmp emptied before it starts. What it shares with the server: the
-address-space limit, the uid (so RLIMIT_NPROC), and the server's folder, which the judge empties of
-everything but the server's own code after each worker.
-
-Between two workers nothing survives: the judge kills every process below the server when a worker is
-closed, and the server (their subreaper) kills whatever is left before it forks again. A worker can kill
-or stop its server (same uid); the judge wakes it after each worker and starts a new one when it has died.
+fork costs milliseconds. The server runs in bwrap with the capabilities to build namespaces, and no student
+code ever runs in it. Each worker gets new mount, ipc, pid and uts namespaces, its own tmpfs for /scratch and
+/dev/shm, its limits, and no privileges (zygote.py); when it ends, the kernel takes all of that with it.
+What workers share with the server: the read-only code, the network namespace (empty), and the uid.
+Nothing to clean up between workers, and nothing a worker does can reach the next one.
 """
 import atexit
+import dataclasses
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -81,13 +77,14 @@ def _host_pid(root, inner_pid):
 
 class ForkedWorker:
     """The part of a Popen that WorkerClient uses, for a worker forked by the server."""
-    relays_signals = False  # its exit code comes from waitpid itself, not from a wrapper's 128 + N
+    # Its keeper passes on a death by signal N as exit code 128 + N, as bwrap does for a lone worker.
+    relays_signals = True
 
-    def __init__(self, server, inner_pid, stdin, stdout, scratch):
-        self.server, self.inner_pid, self.scratch = server, inner_pid, scratch
+    def __init__(self, server, inner_pid, stdin, stdout):
+        self.server, self.inner_pid = server, inner_pid
         self.stdin, self.stdout = stdin, stdout
         self.sandbox = server.process.sandbox
-        # CPU budgets count everything below the server: the worker, and whatever it started and orphaned.
+        # CPU budgets count everything below the server: the worker, and whatever it started.
         self.pid = server.pid
         self.returncode = None
 
@@ -99,28 +96,30 @@ class ForkedWorker:
             self.returncode = self.server.exit_code(self.inner_pid)
         return self.returncode
 
-    def release(self):
-        self.server.release(self)
-
 
 class Forkserver:
+    """One sandboxed server per grading process (and per set of limits). Its folder holds only its read-only
+    code and its log; no worker can write there, or anywhere else on the host (sandbox.py, bwrap)."""
+
     def __init__(self, limits, isolation="auto", require=False, start_timeout=120.0):
         self.key = (limits, isolation, require)
+        self.limits = limits
         self.root = Path(tempfile.mkdtemp(prefix="autograde-workers-"))
-        code = sandbox.install_code(self.root / "code")
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
+            code = sandbox.install_code(self.root / "code")
             self.process = sandbox.launch(code / "zygote.py", self.root, limits, isolation=isolation,
-                                          require=require, stdin=theirs.fileno(), stdout=subprocess.DEVNULL)
+                                          require=require, server=True, stdin=theirs.fileno(),
+                                          stdout=subprocess.DEVNULL)
         except BaseException:
             self.control.close()
-            shutil.rmtree(self.root, ignore_errors=True)
+            sandbox.remove_tree(self.root)
             raise
         finally:
             theirs.close()
         self.ready_by = time.monotonic() + start_timeout
         self.pid = None  # ours for the server process, once it has said it is ready
-        self.count = self.asked = 0
+        self.asked = 0
 
     def alive(self):
         return self.process.poll() is None
@@ -159,21 +158,23 @@ class Forkserver:
     def _await_ready(self):
         if self.pid is None:
             reply = self._receive(self.ready_by - time.monotonic())
+            if not reply.get("ready"):
+                raise ForkserverError(reply.get("error") or "the fork server did not start")
             self.pid = _host_pid(self.process.pid, reply["pid"])
             if self.pid is None:
                 raise ForkserverError("the fork server's process could not be found")
 
-    def spawn(self):
-        """A new worker in a directory of its own, on fresh pipes."""
+    def spawn(self, limits=None):
+        """A new worker in a cage of its own (autograder/sandboxed/zygote.py), on fresh pipes."""
         self._await_ready()
-        self.count += 1
-        scratch = self.root / f"worker-{self.count}"
-        scratch.mkdir()
-        sandbox.hand_over(scratch, self.process.sandbox.uid)
+        limits = limits or self.limits
         requests_read, requests_write = os.pipe()
         responses_read, responses_write = os.pipe()
+        request = {"op": "fork", "uid": self.process.sandbox.uid or sandbox.worker_uid(),
+                   "limits": limits.as_message(), "scratch_bytes": sandbox.SCRATCH_BYTES,
+                   "shm_bytes": sandbox.SHM_BYTES}
         try:
-            reply = self._ask({"op": "fork", "cwd": str(scratch)}, fds=(requests_read, responses_write))
+            reply = self._ask(request, fds=(requests_read, responses_write))
         except ForkserverError:
             os.close(requests_write)
             os.close(responses_read)
@@ -182,7 +183,7 @@ class Forkserver:
             os.close(requests_read)
             os.close(responses_write)
         return ForkedWorker(self, reply["pid"], os.fdopen(requests_write, "wb"),
-                            os.fdopen(responses_read, "rb", buffering=0), scratch)
+                            os.fdopen(responses_read, "rb", buffering=0))
 
     def exit_code(self, inner_pid):
         try:
@@ -191,13 +192,9 @@ class Forkserver:
             return None
 
     def kill_workers(self):
-        """SIGKILL every process below the server (rounds, for a fork bomb's newest children), and wake the
-        server, which a worker may have stopped."""
+        """SIGKILL every process below the server (rounds, for a fork bomb's newest children). Each worker's
+        pid namespace dies with its init anyway; this is for the judge not to wait on that."""
         if self.pid is None:
-            return
-        try:
-            os.kill(self.pid, signal.SIGCONT)
-        except ProcessLookupError:
             return
         for _ in range(20):
             table = process_table()
@@ -211,15 +208,6 @@ class Forkserver:
                     pass
             time.sleep(0.01)
 
-    def release(self, worker):  # noqa: ARG002 (its folder goes with everything else it wrote here)
-        # The next submission's worker must find nothing of this one's: its folder, and whatever else it wrote here.
-        for entry in self.root.iterdir():
-            if entry.name not in ("code", "worker.stderr"):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry, ignore_errors=True)
-                else:
-                    entry.unlink(missing_ok=True)
-
     def close(self):
         self.kill_workers()
         self.control.close()
@@ -228,7 +216,7 @@ class Forkserver:
         except (ProcessLookupError, PermissionError):
             pass
         self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        sandbox.remove_tree(self.root)
 
 
 _shared = None
@@ -236,8 +224,10 @@ _shared = None
 
 def shared(limits, isolation="auto", require=False):
     """This process's fork server for these settings: started on first use, restarted when it has died.
-    Starting is not waiting: the server imports torch while the judge goes on (until its first spawn)."""
+    Starting is not waiting: the server imports torch while the judge goes on (until its first spawn).
+    Workers' own address-space caps do not matter to the server: each spawn sets its worker's."""
     global _shared
+    limits = dataclasses.replace(limits, memory_bytes=None)
     if _shared is not None and (_shared.key != (limits, isolation, require) or not _shared.alive()):
         close_shared()
     if _shared is None:

@@ -1,32 +1,26 @@
-"""Launch the worker process that runs untrusted student code.
+"""Launch the process that runs untrusted student code, in a cage that fails closed.
 
-The worker is ``python -I -B <scratch>/worker.py`` on stdin/stdout pipes, or
-the fork server ``zygote.py`` that forks workers (forkserver.py), inside the
-strongest cage the host offers (``Launch.isolation``):
+The worker is ``python -I -B <code>/worker.py`` on stdin/stdout pipes, or the fork server ``zygote.py`` that
+forks a fresh cage per worker (forkserver.py). ``Launch.isolation`` says which cage:
 
-bwrap    New mount namespace with only /usr (+ /bin, /lib links), a few /etc
-         files, the Python install and the venv read-only, a small private
-         /tmp, /proc, /dev, and the scratch dir read-write at its own path
-         (so paths the caller computes stay valid). No network; own pid, ipc
-         and uts namespaces; dies with its parent. The repository, the master
-         notebook, the checks and other submissions are not there at all.
-         As root, bwrap runs without a user namespace and setpriv switches to
-         the real uid/gid 65534 with no capabilities and no_new_privs, so
-         RLIMIT_NPROC bites (the kernel never applies it to uid 0). As an
-         ordinary user, bwrap maps the caller to uid 65534 in a user namespace.
-unshare  No network, own pid/ipc/uts/mount namespaces, but the host
-         filesystem stays visible. As root the worker drops to uid 65534 if
-         that user can reach the interpreter and the scratch dir; here Python
-         lives under /root (0700), so it stays uid 0 without any capability.
-none     Plain child with rlimits (same uid rule as unshare); callers must
-         flag it. ``Launch.notes`` spells out what was and was not possible.
+bwrap    The only mode ``auto`` picks; without it grading is refused (INSTALL_BWRAP says how to get it).
+         New mount namespace with only /usr (+ /bin, /lib links), a few /etc files, the Python install, the
+         venv and the code folder, all read-only; /tmp an empty read-only tmpfs; the worker's own writable
+         /scratch, a tmpfs. Nothing of the host is writable. No network; own pid, ipc and uts namespaces;
+         dies with its parent. The repository, the master notebook, the checks and other submissions are
+         not there at all. As root, bwrap runs without a user namespace and the worker switches to the real
+         uid ``worker_uid()`` (one per grading process) with no capabilities and no_new_privs, so
+         RLIMIT_NPROC bites (the kernel never applies it to uid 0). As an ordinary user, bwrap maps the caller
+         to uid 65534 in a user namespace. Root never uses that style: uid 65534 there is uid 0 outside.
+unshare  Only when named. No network, own pid/ipc/uts/mount namespaces, but the host filesystem stays
+         visible. As root the worker drops to worker_uid() if that uid can reach the interpreter and the
+         scratch folder; where it cannot (Python under a 0700 /root), the mode is refused.
+none     Only when named: a plain child with rlimits, same uid rule; results are flagged.
 
-All modes set rlimits in preexec_fn (AS, CPU, FSIZE, CORE=0; NPROC only for a
-dropped uid, as for anyone else it counts all their processes) and SIGKILL on
-parent death. That signal, like bwrap's --die-with-parent, fires when the
-launching *thread* exits: launch from a thread that outlives the worker.
-RLIMIT_NPROC counts all processes and threads of uid 65534 on the host, so
-concurrent workers share it: size max_processes for the whole pool.
+Every mode refuses to leave student code running as uid 0 (SandboxUnavailable), and sets rlimits in
+preexec_fn (AS, CPU, FSIZE, CORE=0; NPROC for a dropped uid) and SIGKILL on parent death. That signal, like
+bwrap's --die-with-parent, fires when the launching *thread* exits: launch from a thread that outlives the
+worker. A fork server gets no address-space cap itself (it never runs student code); it sets each worker's.
 
 Memory: torch 2.13 CPU with one thread imports and trains a small Transformer
 in ~605 MB of address space (~240 MB resident) and will not import below
@@ -49,16 +43,25 @@ import stat
 import subprocess
 import sys
 import tempfile
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 NOBODY = 65534
+# As root, each grading process gives its workers a uid of their own (WORKER_UID_BASE + its pid): RLIMIT_NPROC
+# counts processes per uid across the host, so with one shared uid a fork bomb in one job would starve the others.
+WORKER_UID_BASE = 200000
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SANDBOXED = Path(__file__).resolve().parent / "sandboxed"
 ISOLATIONS = ("bwrap", "unshare", "none")
-_TMPFS_BYTES = 256 * 2**20
-_SHM_BYTES = 64 * 2**20
+SCRATCH_BYTES = 256 * 2**20
+SCRATCH = "/scratch"  # inside bwrap: the worker's own writable folder, a tmpfs; /tmp is read-only
+# What a fork server needs to build each worker's namespaces (autograder/sandboxed/zygote.py); it runs no
+# student code, and every worker drops all of them.
+_SERVER_CAPS = ("CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_SYS_RESOURCE")
+INSTALL_BWRAP = "install bubblewrap (Debian/Ubuntu: apt-get install -y bubblewrap)"
+SHM_BYTES = 64 * 2**20
 _ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf",
               "passwd", "group", "localtime")
 _SYSTEM_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -69,16 +72,29 @@ class SandboxUnavailable(RuntimeError):
     """The requested isolation cannot be provided on this host."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Limits:
-    memory_bytes: int = 4 * 2**30
+    memory_bytes: int | None = 4 * 2**30  # RLIMIT_AS; None only for the Training check on a GPU
     cpu_seconds: int = 600
     max_processes: int = 64
     max_file_bytes: int = 64 * 2**20
     threads: int = 1
-    # The Training check on a GPU: the worker sees /dev/nvidia* and CUDA_VISIBLE_DEVICES, and RLIMIT_AS is
-    # lifted, since the CUDA driver reserves far more address space than any cap fit for the CPU path.
+    # The worker sees /dev/nvidia* and CUDA_VISIBLE_DEVICES. The address-space cap stays on for every check but
+    # training (the CUDA driver reserves far more address space than any cap fit for the CPU path), which
+    # gets gpu_memory_fraction of the device instead.
     gpu: bool = False
+    gpu_memory_fraction: float = 0.5
+
+    def for_training(self) -> "Limits":
+        return dataclasses.replace(self, memory_bytes=None) if self.gpu else self
+
+    def as_message(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def worker_uid() -> int:
+    """The host uid this process's workers run as."""
+    return WORKER_UID_BASE + os.getpid() if os.geteuid() == 0 else NOBODY
 
 
 @dataclass
@@ -113,24 +129,19 @@ def _runs(argv: list[str], **kwargs) -> bool:
 
 @functools.lru_cache(maxsize=None)
 def _bwrap_style() -> str | None:
-    """"privileged" (root, real uid switch), "userns" (uid mapped in a user
-    namespace) or None; root tries privileged first, since containers without
-    CAP_SYS_ADMIN may still allow user namespaces."""
+    """"privileged" (root: real uid switch) or "userns" (an ordinary user: uid mapped in a user namespace), if
+    bwrap works here. Root never uses a user namespace: its uid 65534 there would be uid 0 on the host."""
     if not shutil.which("bwrap"):
         return None
-    styles = ("privileged", "userns") if os.geteuid() == 0 else ("userns",)
-    for style in styles:
-        with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as tmp:
-            probe = Path(tmp, "probe.py")
-            probe.write_text("import sys\n")
-            try:
-                spec = _bwrap_launch(probe, Path(tmp), Limits(), sys.executable, style)
-            except SandboxUnavailable:
-                return None
-            hand_over(Path(tmp), spec.uid)
-            if _runs(spec.argv, env=spec.env, cwd=spec.cwd):
-                return style
-    return None
+    style = "privileged" if os.geteuid() == 0 else "userns"
+    with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as tmp:
+        probe = Path(tmp, "probe.py")
+        probe.write_text("import sys\n")
+        try:
+            spec = _bwrap_launch(probe, Path(tmp), Limits(), sys.executable, style)
+        except SandboxUnavailable:
+            return None
+        return style if _runs(spec.argv, env=spec.env, cwd=spec.cwd) else None
 
 
 def _probe_unshare() -> bool:
@@ -139,18 +150,18 @@ def _probe_unshare() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _nobody_can_run(python: str) -> bool:
-    """Can uid 65534 start this interpreter (e.g. not behind a 0700 /root)?"""
+def _uid_can_run(python: str, uid: int) -> bool:
+    """Can `uid` start this interpreter (e.g. not behind a 0700 /root)?"""
     if os.geteuid() != 0:
         return False
     return _runs([python, "-I", "-c", "import encodings, site"], cwd="/",
-                 preexec_fn=_drop_to_nobody)
+                 preexec_fn=functools.partial(_drop_to, uid))
 
 
-def _nobody_can_reach(path: Path) -> bool:
+def _uid_can_reach(path: Path, uid: int) -> bool:
     for parent in path.resolve().parents:
         st = parent.stat()
-        if not (st.st_mode & stat.S_IXOTH or st.st_uid == NOBODY):
+        if not (st.st_mode & stat.S_IXOTH or st.st_uid == uid):
             return False
     return True
 
@@ -165,28 +176,40 @@ def _bwrap_help() -> str:
 
 
 def worker_command(worker_py: Path, scratch: Path, limits: Limits, *,
-                   isolation: str = "auto", python: str = sys.executable) -> Launch:
-    """Describe how to start the worker. Also hands ``scratch`` (recursively)
-    to the worker's uid when it differs from ours, so it can write there."""
+                   isolation: str = "auto", python: str = sys.executable, server: bool = False) -> Launch:
+    """Describe how to start the worker (or, with server=True, a fork server that builds a cage per worker).
+
+    Refuses (SandboxUnavailable) what would leave student code running as uid 0 on the host. In the weaker
+    modes the worker's uid is handed ``scratch``, its working folder on the host."""
     worker_py, scratch = Path(worker_py).absolute(), Path(scratch).absolute()
     _refuse_repo_exposure(scratch, "scratch directory")
     mode = _choose(isolation)
     if mode == "bwrap":
-        launch = _bwrap_launch(worker_py, scratch, limits, python, _bwrap_style())
+        launch = _bwrap_launch(worker_py, scratch, limits, python, _bwrap_style(), server=server)
+    elif server:
+        raise SandboxUnavailable("a fork server needs bwrap")
     else:
         launch = _plain_launch(worker_py, scratch, limits, python, mode)
-    hand_over(scratch, launch.uid)
+        hand_over(scratch, launch.uid)
+    if os.geteuid() == 0 and launch.uid is None:
+        raise SandboxUnavailable(f"--isolation {mode} would run student code as uid 0 here (no unprivileged uid can "
+                                 f"run {python}); {INSTALL_BWRAP}")
     return launch
 
 
 def _choose(isolation: str) -> str:
+    """auto means bwrap: never a silent fall back to a weaker cage. A weaker one must be asked for by name."""
     if isolation not in ("auto", *ISOLATIONS):
         raise ValueError(f"unknown isolation {isolation!r}")
     available = isolation_available()
     if isolation == "auto":
-        return next((m for m in ("bwrap", "unshare") if available[m]), "none")
+        if not available["bwrap"]:
+            raise SandboxUnavailable(f"bwrap does not work here: {INSTALL_BWRAP}, or name a weaker sandbox "
+                                     "with --isolation unshare or --isolation none")
+        return "bwrap"
     if isolation != "none" and not available[isolation]:
-        raise SandboxUnavailable(f"{isolation} does not work on this host")
+        raise SandboxUnavailable(f"{isolation} does not work on this host"
+                                 + (f": {INSTALL_BWRAP}" if isolation == "bwrap" else ""))
     return isolation
 
 
@@ -218,6 +241,8 @@ def _base_env(scratch: str, tmpdir: str, limits: Limits) -> dict[str, str]:
         # RLIMIT_AS counts; two keep torch's footprint near 600 MB.
         "MALLOC_ARENA_MAX": "2",
     }
+    if limits.gpu and limits.memory_bytes is None:
+        env["AUTOGRADER_GPU_MEMORY_FRACTION"] = str(limits.gpu_memory_fraction)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS"):
         env[var] = threads
@@ -231,11 +256,11 @@ def _python_argv(python: str, worker_py: Path) -> list[str]:
     return [python, "-I", "-B", str(worker_py)]
 
 
-def _setpriv(drop: bool) -> list[str]:
+def _setpriv(uid: int | None) -> list[str]:
     exe = shutil.which("setpriv")
     if not exe:
         return []
-    ids = [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if drop else []
+    ids = [f"--reuid={uid}", f"--regid={uid}", "--clear-groups"] if uid is not None else []
     # An empty bounding set means even a uid-0 worker execs without caps.
     return [exe, *ids, "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
 
@@ -244,16 +269,14 @@ def _plain_launch(worker_py: Path, scratch: Path, limits: Limits, python: str,
                   mode: str) -> Launch:
     notes: list[str] = []
     root = os.geteuid() == 0
-    drop = root and _nobody_can_run(python) and _nobody_can_reach(scratch) and (
-        worker_py.is_relative_to(scratch) or _nobody_can_reach(worker_py))
-    if root and not drop:
-        notes.append(f"worker runs as root: uid {NOBODY} cannot reach the Python "
-                     "installation or the scratch directory")
+    uid = worker_uid()
+    drop = root and _uid_can_run(python, uid) and _uid_can_reach(scratch, uid) and (
+        worker_py.is_relative_to(scratch) or _uid_can_reach(worker_py, uid))
     if mode == "none":
         notes.append("NO SANDBOX: worker has network and sees the whole filesystem")
     argv = _python_argv(python, worker_py)
     if mode == "unshare":
-        wrapper = _setpriv(drop)
+        wrapper = _setpriv(uid if drop else None)
         if drop and not wrapper:
             raise SandboxUnavailable("setpriv is needed to drop privileges after unshare")
         # The first process in a new pid namespace ignores default-action
@@ -262,10 +285,10 @@ def _plain_launch(worker_py: Path, scratch: Path, limits: Limits, python: str,
         init = ["/bin/sh", "-c", '"$@"; exit $?', "sandbox-init"]
         argv = [shutil.which("unshare"), *_unshare_flags(), "--", *wrapper, *init, *argv]
         notes.append("unshare: no network, but the host filesystem is visible")
-    preexec = _make_preexec(limits, nproc=drop, drop_uid=drop and mode == "none")
+    preexec = _make_preexec(limits, nproc=drop, drop_uid=uid if drop and mode == "none" else None)
     return Launch(argv=argv, env=_base_env(str(scratch), str(scratch), limits),
                   cwd=str(scratch), preexec_fn=preexec, isolation=mode,
-                  uid=NOBODY if drop else None, notes=notes)
+                  uid=uid if drop else (None if root else os.geteuid()), notes=notes)
 
 
 def _unshare_flags() -> list[str]:
@@ -276,22 +299,23 @@ def _unshare_flags() -> list[str]:
 
 
 def _bwrap_launch(worker_py: Path, scratch: Path, limits: Limits, python: str,
-                  style: str | None) -> Launch:
+                  style: str | None, server: bool = False) -> Launch:
+    """Nothing of the host is writable inside: the code folder and Python are read-only binds, /tmp is an empty
+    read-only tmpfs, and the worker writes only to /scratch, a tmpfs that goes with its cage. A fork server
+    (server=True) keeps the capabilities to build such a cage for each worker it forks."""
     root = style == "privileged"
-    notes = [] if root else [f"uid {NOBODY} only inside a user namespace (uid "
-                             f"{os.geteuid()} outside), so RLIMIT_NPROC is not set"]
+    uid = worker_uid()
+    notes = [] if root else [f"uid {uid} only inside a user namespace (uid {os.geteuid()} outside), so "
+                             "RLIMIT_NPROC counts all of that user's processes"]
     args = ["bwrap", "--die-with-parent", "--new-session", "--hostname", "sandbox"]
+    caps = [a for cap in _SERVER_CAPS for a in ("--cap-add", cap)] if server else []
     if root:
-        # No user namespace: setpriv below drops to the *real* uid 65534.
+        # No user namespace: setpriv below drops to the *real* uid, or the server's forks do.
         args += ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
                  "--unshare-cgroup-try", "--cap-drop", "ALL"]
-        # Just enough for bwrap's own chdir into the 0700 scratch dir of uid
-        # 65534 and for setpriv, which then drops every capability.
-        args += [a for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP",
-                               "CAP_DAC_READ_SEARCH") for a in ("--cap-add", cap)]
+        args += caps or [a for cap in ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP") for a in ("--cap-add", cap)]
     else:
-        args += ["--unshare-all", "--unshare-user", "--uid", str(NOBODY),
-                 "--gid", str(NOBODY)]
+        args += ["--unshare-all", "--unshare-user", "--uid", str(uid), "--gid", str(uid), *caps]
         if "--disable-userns" in _bwrap_help():
             args.append("--disable-userns")
     mounts = _Mounts()
@@ -309,21 +333,29 @@ def _bwrap_launch(worker_py: Path, scratch: Path, limits: Limits, python: str,
     if limits.gpu:
         for device in sorted(glob.glob("/dev/nvidia*")):
             mounts.add("--dev-bind", device, device)
-    mounts.add("--perms", "1777", "--size", str(_SHM_BYTES), "--tmpfs", "/dev/shm")
-    mounts.add("--perms", "1777", "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp")
+    mounts.add("--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm")
+    mounts.add("--perms", "0755", "--tmpfs", "/tmp")
     for path in _python_roots(python):
         _refuse_repo_exposure(Path(path), "Python installation")
         mounts.ro(os.path.realpath(path), path)
-    mounts.bind(str(scratch))
-    if not worker_py.is_relative_to(scratch):
-        mounts.ro(str(worker_py))
-    args += mounts.args + ["--chdir", str(scratch), "--"]
-    argv = args + (_setpriv(True) if root else []) + _python_argv(python, worker_py)
-    if root and not _setpriv(True):
+    code = worker_py.parent
+    # Bound read-only at its host path, with its host mode: the worker's uid must be able to read it.
+    os.chmod(code, stat.S_IMODE(code.stat().st_mode) | 0o555)
+    mounts.ro(str(code))
+    mounts.add("--remount-ro", "/tmp")
+    if server:
+        mounts.add("--perms", "0755", "--dir", SCRATCH)  # each worker gets its own tmpfs here
+    else:
+        mounts.add("--perms", "1777", "--size", str(SCRATCH_BYTES), "--tmpfs", SCRATCH)
+    args += mounts.args + ["--chdir", "/" if server else SCRATCH, "--"]
+    wrapper = [] if server or not root else _setpriv(uid)
+    if root and not server and not wrapper:
         raise SandboxUnavailable("setpriv is needed to leave uid 0 inside bwrap")
-    return Launch(argv=argv, env=_base_env(str(scratch), "/tmp", limits),
-                  cwd=str(scratch), preexec_fn=_make_preexec(limits, nproc=root),
-                  isolation="bwrap", uid=NOBODY if root else None, notes=notes)
+    return Launch(argv=args + wrapper + _python_argv(python, worker_py),
+                  env=_base_env(SCRATCH, SCRATCH, limits), cwd="/",
+                  preexec_fn=_make_preexec(dataclasses.replace(limits, memory_bytes=None) if server else limits,
+                                           nproc=root and not server),
+                  isolation="bwrap", uid=uid if root else None, notes=notes)
 
 
 class _Mounts:
@@ -377,10 +409,10 @@ def _python_roots(python: str) -> tuple[str, ...]:
                  if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in kept))
 
 
-def _drop_to_nobody() -> None:
+def _drop_to(uid: int) -> None:
     os.setgroups([])
-    os.setresgid(NOBODY, NOBODY, NOBODY)
-    os.setresuid(NOBODY, NOBODY, NOBODY)
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
 
 
 @functools.lru_cache(maxsize=None)
@@ -391,12 +423,12 @@ def _libc():
         return None
 
 
-def _make_preexec(limits: Limits, *, nproc: bool, drop_uid: bool = False) -> Callable:
+def _make_preexec(limits: Limits, *, nproc: bool, drop_uid: int | None = None) -> Callable:
     libc = _libc()  # loaded now: the forked child should not go looking for it
 
     def preexec() -> None:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if not limits.gpu:
+        if limits.memory_bytes is not None:
             resource.setrlimit(resource.RLIMIT_AS, (limits.memory_bytes, limits.memory_bytes))
         # SIGXCPU at the soft limit, SIGKILL a little later if it is ignored.
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
@@ -405,8 +437,8 @@ def _make_preexec(limits: Limits, *, nproc: bool, drop_uid: bool = False) -> Cal
         if nproc:
             resource.setrlimit(resource.RLIMIT_NPROC,
                                (limits.max_processes, limits.max_processes))
-        if drop_uid:
-            _drop_to_nobody()
+        if drop_uid is not None:
+            _drop_to(drop_uid)
         if libc is not None:
             # After the uid change, which would clear it.
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -425,11 +457,23 @@ def install_code(dest: Path) -> Path:
     return dest
 
 
+def remove_tree(path: Path) -> None:
+    """Remove a folder whatever a worker left in it: read-only folders, or a chain of folders thousands deep
+    (shutil.rmtree recurses, and raises RecursionError there). rm(1) walks the tree without recursion."""
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if os.geteuid() != 0:  # root needs no permission bits to remove
+        subprocess.run(["chmod", "-R", "u+rwx", "--", str(path)], **quiet, check=False)
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], **quiet, check=False)
+
+
 def hand_over(scratch: Path, uid: int | None) -> None:
     """Make the worker's uid own scratch; back to us if an earlier launch
     in the same directory gave it away."""
     uid = os.geteuid() if uid is None else uid
-    gid = uid if uid == NOBODY else os.getegid()
+    gid = uid if uid != os.geteuid() else os.getegid()
     if os.geteuid() != 0:
         return
     for dirpath, dirnames, filenames in os.walk(scratch):
@@ -439,7 +483,7 @@ def hand_over(scratch: Path, uid: int | None) -> None:
 
 
 def launch(worker_py: Path, scratch: Path, limits: Limits, *, isolation: str = "auto",
-           require: bool = False, python: str = sys.executable,
+           require: bool = False, python: str = sys.executable, server: bool = False,
            log_stderr: bool = True, stdin=subprocess.PIPE, stdout=subprocess.PIPE) -> subprocess.Popen:
     """Start the worker; the Launch used is attached as ``proc.sandbox``.
 
@@ -448,7 +492,7 @@ def launch(worker_py: Path, scratch: Path, limits: Limits, *, isolation: str = "
     """
     if require and isolation == "none":
         raise SandboxUnavailable("isolation='none' cannot satisfy require=True")
-    spec = worker_command(worker_py, scratch, limits, isolation=isolation, python=python)
+    spec = worker_command(worker_py, scratch, limits, isolation=isolation, python=python, server=server)
     if require and spec.isolation not in ("bwrap", "unshare"):
         raise SandboxUnavailable("no network-isolating sandbox (bwrap or unshare) works here")
     stderr = subprocess.DEVNULL

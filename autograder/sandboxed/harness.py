@@ -7,6 +7,7 @@ protocol.py: it imports nothing from the autograder package.
 """
 import functools
 import linecache
+import os
 import traceback
 
 import torch
@@ -227,6 +228,11 @@ def op_layer_forward(ns, kind, dims, weights, inputs, train=False):
 
 def op_train(ns, config, steps, seed=0, device="cpu"):
     """The notebook's training loop on a fixed random batch, with the student's parts inside the given model."""
+    fraction = os.environ.get("AUTOGRADER_GPU_MEMORY_FRACTION")
+    if fraction and device == "cuda":
+        # The training worker on a GPU has no address-space cap (sandbox.Limits.for_training): this caps the
+        # device memory instead. Code in the same process could lift it; it is a limit, not a wall.
+        torch.cuda.set_per_process_memory_fraction(float(fraction))
     _manual_seed(seed)
     vocab = config["vocab"]
     model = ns["Transformer"](vocab, vocab, config["dim"], config["head_num"], config["layer_num"],

@@ -59,9 +59,14 @@ def _decode_tensor(blob):
     return torch.from_numpy(np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
 
 
-def write_message(stream, message):
+def frame(message):
+    """The bytes of one message: its length, then its JSON."""
     payload = json.dumps(encode(message)).encode("utf-8")
-    stream.write(_HEADER.pack(len(payload)) + payload)
+    return _HEADER.pack(len(payload)) + payload
+
+
+def write_message(stream, message):
+    stream.write(frame(message))
     stream.flush()
 
 
@@ -76,10 +81,11 @@ def read_exact(read, n):
     return b"".join(chunks)
 
 
-def read_message(read):
-    """`read(n)` returns up to n bytes; raises EOFError when the peer is gone."""
+def read_message(read, limit=MAX_MESSAGE_BYTES):
+    """`read(n)` returns up to n bytes; raises EOFError when the peer is gone. A message longer than `limit` is
+    refused from its header, before its body is read."""
     (length,) = _HEADER.unpack(read_exact(read, _HEADER.size))
-    if length > MAX_MESSAGE_BYTES:
+    if length > limit:
         raise ProtocolError(f"message of {length} bytes exceeds the limit")
     try:
         return decode(json.loads(read_exact(read, length)))
