@@ -46,9 +46,10 @@ def build_parser():
                        help="where the Training check runs; on cuda at the notebook's full configuration")
     grade.add_argument("--force", action="store_true", help="regrade submissions that already have results")
     grade.add_argument("--isolation", choices=("auto", "bwrap", "unshare", "none"), default="auto",
-                       help="how student code is sandboxed (auto: the strongest available)")
+                       help="how student code is sandboxed (auto: bwrap, and grading is refused without it; "
+                            "unshare or none only when named, and every result is then flagged)")
     grade.add_argument("--require-sandbox", action="store_true",
-                       help="refuse to grade when no network-isolating sandbox is available")
+                       help="refuse even a named --isolation none")
     grade.add_argument("--memory-limit", type=parse_size, default=sandbox.Limits().memory_bytes, metavar="SIZE",
                        help="address-space cap of each worker (default 4G)")
     grade.add_argument("--check-timeout", type=float, default=20.0, metavar="S", help="time limit of one check (default 20)")
@@ -69,16 +70,16 @@ def build_parser():
 
 
 def grade(args):
-    # Refused here, before any grading (and before importing torch): otherwise each submission's worker fails
-    # to start and every check of every row reads "grader error while checking: SandboxUnavailable".
-    available = sandbox.isolation_available()
-    if args.isolation in ("bwrap", "unshare") and not available[args.isolation]:
-        print(f"error: --isolation {args.isolation}, but {args.isolation} does not work here", file=sys.stderr)
+    # Refused here, before any grading (and before importing torch): never a silent fall back to a weaker cage,
+    # and never a batch of rows that all say the sandbox failed.
+    try:
+        mode = sandbox.resolve_isolation(args.isolation, args.require_sandbox)
+    except sandbox.SandboxUnavailable as refusal:
+        print(f"error: cannot sandbox student code: {refusal}", file=sys.stderr)
         return 2
-    if args.require_sandbox and not any(available[m] for m in ("bwrap", "unshare") if args.isolation in ("auto", m)):
-        print("error: --require-sandbox, but neither bwrap nor unshare works here"
-              + (" (--isolation none)" if args.isolation == "none" else ""), file=sys.stderr)
-        return 2
+    if mode != "bwrap":
+        print(f"WARNING: grading in a weaker cage, as asked (--isolation {mode}): {sandbox.WEAKER_CAGE[mode]}; "
+              "every result carries a flag", file=sys.stderr)
 
     device = resolve_device(args.device)
     limits = sandbox.Limits(memory_bytes=args.memory_limit, gpu=device == "cuda")

@@ -160,6 +160,12 @@ def grade_submission(path, settings):
         if intake.error:
             return key, results_document(key, {}, flags=flags, error=intake.error,
                                          elapsed=time.monotonic() - started, extra=extra)
+        try:
+            sandbox.resolve_isolation(settings.isolation, settings.require_sandbox)
+        except sandbox.SandboxUnavailable as refusal:
+            # The grader's side, not the student's: no row is scored without a cage.
+            return key, results_document(key, {}, flags=flags, error=f"not graded: cannot sandbox student code "
+                                         f"({refusal})", elapsed=time.monotonic() - started, extra=extra)
         code = extract(intake.notebook)
         findings = audit.inspect_code(intake.notebook, code)
         flags += code.flags + findings.flags
@@ -173,8 +179,8 @@ def grade_submission(path, settings):
             extra.update(isolation=client.isolation_used,
                          events=[{"op": op, "kind": kind, "message": message[:300]} for op, kind, message in client.events],
                          student_output="".join(client.output)[:4000])
-        if client.isolation_used == "none":
-            flags.append("graded without a sandbox (no bwrap or unshare available)")
+        if client.isolation_used != "bwrap":
+            flags.append(f"graded in a weaker cage than bwrap, as the TA asked: {sandbox.WEAKER_CAGE.get(client.isolation_used, client.isolation_used)}")
         withheld = findings.withheld if settings.withhold_forbidden else {}
         return key, results_document(key, outcomes, flags=flags, withheld=withheld,
                                      elapsed=time.monotonic() - started, extra=extra)

@@ -197,6 +197,24 @@ def worker_command(worker_py: Path, scratch: Path, limits: Limits, *,
     return launch
 
 
+def resolve_isolation(isolation: str, require: bool = False) -> str:
+    """The cage grading will use, or SandboxUnavailable saying why none is acceptable: bwrap for auto, a weaker
+    mode only when named (and never one that would run student code as uid 0 or, with require, without a
+    network namespace). Checked once, before any grading, so that a refusal costs nobody a row."""
+    mode = _choose(isolation)
+    if require and mode == "none":
+        raise SandboxUnavailable("--require-sandbox, but --isolation none has no sandbox")
+    if mode != "bwrap":
+        with tempfile.TemporaryDirectory(prefix="sandbox-check-") as folder:
+            os.chmod(folder, 0o755)
+            worker_command(Path(folder) / "worker.py", Path(folder), Limits(), isolation=mode)
+    return mode
+
+
+WEAKER_CAGE = {"unshare": "unshare (no network, but the host's files are visible to student code)",
+               "none": "no sandbox at all (student code has the network and the host's files)"}
+
+
 def _choose(isolation: str) -> str:
     """auto means bwrap: never a silent fall back to a weaker cage. A weaker one must be asked for by name."""
     if isolation not in ("auto", *ISOLATIONS):
