@@ -675,3 +675,146 @@ def notebook_code_lines(data):
             for line in _source(cell).splitlines():
                 lines.add(line.split("  #")[0].strip())
     return lines
+
+
+# --------------------------------------------------------------------------- attacks on the cage itself
+
+LEAVE_FILES = _c(r'''
+    import os, sys
+
+
+    def _leave_files():
+        """Everything a worker could leave for the next one: modules and .pth files wherever Python looks,
+        folders locked with chmod 0, and a directory chain 1200 deep (shutil.rmtree recurses on it)."""
+        places = [p for p in sys.path if p] + [os.getcwd(), os.environ.get("TMPDIR", "/tmp"), "/tmp", "/dev/shm",
+                                               os.path.expanduser("~")]
+        planted = []
+        for place in places:
+            for name in ("matplotlib", "numpy", "math_tools"):
+                try:
+                    os.makedirs(os.path.join(place, name), exist_ok=True)
+                    with open(os.path.join(place, name, "__init__.py"), "w") as handle:
+                        handle.write("raise SystemExit('planted')\n")
+                    planted.append(os.path.join(place, name))
+                except OSError:
+                    pass
+            try:
+                with open(os.path.join(place, "zz_planted.pth"), "w") as handle:
+                    handle.write("import os; os._exit(70)\n")
+                planted.append(place)
+            except OSError:
+                pass
+        for place in places + [os.path.dirname(p) for p in places]:
+            try:
+                os.chmod(place, 0)
+            except OSError:
+                pass
+        home = os.getcwd()
+        try:
+            for _ in range(1200):
+                os.mkdir("deep")
+                os.chdir("deep")
+        except OSError:
+            pass
+        os.chdir(home)
+        return planted
+''')
+
+LEAVE_PROCESSES = _c(r'''
+    import ctypes, os, signal, subprocess, threading
+
+
+    def _leave_processes():
+        """SysV shared memory with a note in it, and as many detached sleepers as the process limit allows."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        for key in range(0x5EED, 0x5EED + 4):
+            segment = libc.shmget(key, 64 * 2**20, 0o1666)
+            if segment >= 0:
+                ctypes.memset(libc.shmat(segment, None, 0), 1, 64 * 2**20)
+        started = 0
+        for _ in range(200):
+            try:
+                subprocess.Popen(["sleep", "600"], start_new_session=True)
+                started += 1
+            except OSError:
+                break
+        return started
+''')
+
+
+def _prepend_to_part(notebook, part, helper, call):
+    cell = _part_cell(notebook, part)
+    header = f"class {part}(nn.Module):\n"
+    text = cell_text(cell)
+    assert header in text
+    _set_source(cell, helper + "\n\n\n" + text.replace(header, header + f"    _left = {call}\n", 1))
+    return notebook
+
+
+def leave_files(ctx):
+    return _prepend_to_part(fill_handout({}), "PositionalEncoding", LEAVE_FILES, "_leave_files()")
+
+
+def leave_processes(ctx):
+    return _prepend_to_part(fill_handout({}), "MultiHeadAttention", LEAVE_PROCESSES, "_leave_processes()")
+
+
+def stop_reading(ctx):
+    """The worker stops itself right after answering one check, so the judge's next request meets a process
+    that reads nothing."""
+    notebook = fill_handout({})
+    return edit_part(notebook, "MultiHeadAttention", MHA_FORWARD, MHA_FORWARD + _c('''
+        import os, signal, threading
+        if X_Q.size(1) == 5 and X_K.size(1) == 7:
+            threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGSTOP)).start()
+    ''').replace("\n", "\n        ").join(["        ", "\n"]))
+
+
+def huge_answer(ctx):
+    """A PE buffer of 64 MB: an answer far larger than any check needs."""
+    notebook = fill_handout({})
+    return edit_part(notebook, "PositionalEncoding", PE_FORWARD,
+                     PE_FORWARD + "\n\n    def named_buffers(self, *args, **kwargs):\n"
+                     "        yield 'PE', torch.zeros(1, 2**24)")
+
+
+CAGE_CASES = [
+    (leave_files, "modules, .pth files, chmod 0 and a 1200-deep folder chain wherever the worker can write"),
+    (leave_processes, "SysV shared memory with a note, detached sleepers up to the process limit"),
+    (stop_reading, "SIGSTOP itself after one answer: the judge's next request finds nobody reading"),
+    (huge_answer, "a 64 MB PE buffer in the answer"),
+]
+
+
+def honest_class():
+    """Three ordinary students: a correct notebook in another style, a realistic bug, a partial submission."""
+    return {
+        "honest_correct": fill_handout(NOT_THE_MASTER),
+        "honest_bug": fill_handout(_BUGS["mha_softmax_over_queries"]),
+        "honest_partial": pe_only_notebook(),
+    }
+
+
+def write_neighbour_corpus(directory, *, port, token, honest=True, hostile=True):
+    """The honest class (IDs 2099-009xx, graded after everything else) and, before it, every hostile case:
+    the code cases, the attacks on the cage and the archive cases. Returns {name: Case}."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ctx = {"port": port, "token": token}
+    cases = {}
+    if hostile:
+        for number, (builder, what) in enumerate(CODE_CASES + CAGE_CASES, start=1):
+            key = ID.format(number)
+            (directory / f"{key}.ipynb").write_bytes(dumps(builder(ctx)))
+            cases[builder.__name__] = Case(builder.__name__, key, f"{key}.ipynb", what)
+        for name, filename, key, content, what in archive_cases(ctx):
+            path = directory / filename
+            content(path) if callable(content) else path.write_bytes(content)
+            cases[name] = Case(name, key, filename, what)
+    if honest:
+        for number, (name, notebook) in enumerate(honest_class().items(), start=901):
+            key = f"2099-{number:05d}"
+            (directory / f"{key}.ipynb").write_bytes(dumps(notebook))
+            cases[name] = Case(name, key, f"{key}.ipynb", "an honest student")
+    return cases
