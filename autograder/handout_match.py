@@ -54,34 +54,42 @@ def _lines(source):
     return tuple(line.rstrip() for line in str(source).splitlines()[:MAX_LINES] if line.strip())
 
 
-def similarity(a_lines, b_lines):
-    if a_lines == b_lines:
-        return 1.0
-    matcher = difflib.SequenceMatcher(None, a_lines, b_lines, autojunk=False)
-    # The cheap upper bounds first: most pairs are unrelated cells.
-    if matcher.real_quick_ratio() < MIN_SIMILARITY or matcher.quick_ratio() < MIN_SIMILARITY:
-        return 0.0
-    return matcher.ratio()
+def similarities(handout, submission):
+    """{(i, j): similarity} for the pairs of the same type at MIN_SIMILARITY or above.
+
+    Both arguments are sequences of (cell_type, lines). One matcher per submission cell: difflib indexes its
+    second sequence, so each submission cell (perhaps long) is indexed once, not once per handout cell."""
+    found = {}
+    for j, (kind, b_lines) in enumerate(submission):
+        matcher = difflib.SequenceMatcher(None, autojunk=False)
+        matcher.set_seq2(b_lines)
+        for i, (handout_kind, a_lines) in enumerate(handout):
+            if handout_kind != kind:
+                continue
+            if a_lines == b_lines:
+                found[i, j] = 1.0
+                continue
+            matcher.set_seq1(a_lines)
+            # The cheap upper bounds first: most pairs are unrelated cells.
+            if matcher.real_quick_ratio() >= MIN_SIMILARITY and matcher.quick_ratio() >= MIN_SIMILARITY:
+                value = matcher.ratio()
+                if value >= MIN_SIMILARITY:
+                    found[i, j] = value
+    return found
 
 
 def align(handout, submission):
     """Pairs (handout index, submission index), in order, that maximize the summed similarity.
 
-    Both arguments are sequences of (cell_type, lines). A global alignment in which skipping a cell on
-    either side costs nothing and only pairs of the same type at MIN_SIMILARITY or above may match.
-    """
+    A global alignment in which skipping a cell on either side costs nothing, and only pairs of the same
+    type at MIN_SIMILARITY or above may match."""
     n, m = len(handout), len(submission)
+    pair = similarities(handout, submission)
     score = [[0.0] * (m + 1) for _ in range(n + 1)]
-    pair = {}
     for i in range(n - 1, -1, -1):
         for j in range(m - 1, -1, -1):
-            best = max(score[i + 1][j], score[i][j + 1])
-            if handout[i][0] == submission[j][0]:
-                value = similarity(handout[i][1], submission[j][1])
-                if value >= MIN_SIMILARITY:
-                    pair[i, j] = value
-                    best = max(best, value + score[i + 1][j + 1])
-            score[i][j] = best
+            score[i][j] = max(score[i + 1][j], score[i][j + 1],
+                              pair[i, j] + score[i + 1][j + 1] if (i, j) in pair else 0.0)
     pairs, i, j = [], 0, 0
     while i < n and j < m:
         if (i, j) in pair and score[i][j] == pair[i, j] + score[i + 1][j + 1]:
