@@ -1,6 +1,8 @@
 """Notebooks whose nbgrader metadata and execution counts were stripped (Colab does this), and notebooks run
 in the CI's fast mode: what the audit flags, without running any grading."""
 import copy
+import subprocess
+import sys
 import json
 
 import pytest
@@ -8,7 +10,7 @@ import pytest
 from autograder import audit, fast_run, handout_match
 from autograder.notebook_code import extract
 import hostile_corpus as hc
-from corpus import fill_handout
+from corpus import ROOT, fill_handout
 
 EDITED = "locked cell '{}' was edited; graded with the original given code"
 OLD_QUERY_ROW_MASK = ("tgt_mask = (tgt != 0)[:, None, None, :] & causal",
@@ -143,3 +145,22 @@ def test_a_full_run_or_a_run_without_outputs_is_not_a_fast_run(correct):
     assert fast_run.FLAG not in flags(correct)
     blank = fill_handout({})
     assert fast_run.FLAG not in flags(blank)
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_grading_a_colab_fast_run_notebook_with_an_edited_locked_cell(tmp_path):
+    """The whole CLI on one notebook: stripped by Colab, run in fast mode, `num_epochs` edited. Three flags,
+    nothing else, and full marks: the edit is graded with the given code and the fast run costs nothing."""
+    notebook = hc.edit_locked(ran(fill_handout({}), fast=True), "hyperparameters", "num_epochs = 100",
+                              "num_epochs = 10")
+    submissions = tmp_path / "submissions"
+    submissions.mkdir()
+    (submissions / "2099-30001.ipynb").write_text(json.dumps(colab(notebook)), encoding="utf-8")
+    completed = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--out",
+                                str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr
+    results = json.loads((tmp_path / "out" / "2099-30001" / "results.json").read_text())
+    assert results["extra_data"]["flags"] == [audit.STRIPPED_FLAG, EDITED.format("hyperparameters"), fast_run.FLAG]
+    assert results["score"] == 100, results["output"]
