@@ -101,6 +101,15 @@ def test_stripped_notebook_with_a_deleted_and_a_copied_locked_cell(correct):
                                       "locked cell 'ffn' is missing"]
 
 
+def test_a_part_moved_out_of_its_handout_cell_is_said_plainly(correct):
+    """Metadata kept, but PositionalEncoding written in a new cell (the student deleted the original one)."""
+    notebook = copy.deepcopy(correct)
+    cell = _cell(notebook, "positional_encoding")
+    cell["metadata"] = {}
+    index = notebook["cells"].index(cell)
+    assert flags(notebook) == [f"class PositionalEncoding was found by name in cell {index}, not in its handout cell"]
+
+
 def test_too_many_cells_to_match_is_said_not_passed(correct, monkeypatch):
     monkeypatch.setattr(handout_match, "MAX_CELLS", 10)
     assert audit.locked_cells(colab(correct)) == [
