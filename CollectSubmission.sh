@@ -57,8 +57,31 @@ fi
 archive="$id.tar.gz"
 
 # ---- Choose files -----------------------------------------------------------
-[ -f "$REQUIRED_NOTEBOOK" ] ||
-    die "'$REQUIRED_NOTEBOOK' was not found in $(pwd). Run this script from the assignment folder."
+if [ ! -f "$REQUIRED_NOTEBOOK" ]; then
+    # Colab saves a copy as "Copy of <name>", a browser download may add " (1)": say what is there instead.
+    shopt -s nullglob nocaseglob
+    similar=(*"${REQUIRED_NOTEBOOK%.ipynb}"*.ipynb)
+    shopt -u nullglob nocaseglob
+    if [ "${#similar[@]}" -eq 0 ]; then
+        die "'$REQUIRED_NOTEBOOK' was not found in $(pwd).
+Run this script from the assignment folder (the one holding the notebook). On Colab, a notebook saved
+with 'File > Save a copy in Drive' lands in 'Colab Notebooks' as 'Copy of ...': move it into this folder
+and rename it to '$REQUIRED_NOTEBOOK'."
+    fi
+    echo "ERROR: '$REQUIRED_NOTEBOOK' was not found in $(pwd), but this folder has:" >&2
+    printf '         %s\n' "${similar[@]}" >&2
+    if [ "${#similar[@]}" -eq 1 ]; then
+        rename="mv \"${similar[0]}\" \"$REQUIRED_NOTEBOOK\""
+        echo "If that is the notebook you worked in, give it the expected name and run this script again:" >&2
+    else
+        rename="mv \"<the notebook you worked in>\" \"$REQUIRED_NOTEBOOK\""
+        echo "Give the notebook you worked in the expected name and run this script again:" >&2
+    fi
+    echo "    Colab:  !$rename" >&2
+    echo "    Local:  $rename" >&2
+    echo "(or rename it in Colab with File > Rename, or in Jupyter's file browser)." >&2
+    die "the grader looks for the notebook under exactly the name '$REQUIRED_NOTEBOOK'."
+fi
 
 files=("$REQUIRED_NOTEBOOK")
 shopt -s nullglob

@@ -3,6 +3,7 @@
 #
 #   make venv             create .venv and install the pinned requirements
 #   make release          regenerate release/ from source/ and the handout at the repo root
+#   make student-bundle   the folder and zip students download, in dist/ (publish that, not the repository)
 #   make figures          redraw imgs/ from tools/draw_figures.py
 #   make test             the whole pytest suite (slow notebook tests included)
 #   make grade-examples   run the autograder on examples/, results in out/examples
@@ -21,7 +22,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Extra pytest options, e.g.  make test PYTEST_ARGS="-k release -x"
 PYTEST_ARGS ?=
 
-.PHONY: venv release figures test grade-examples clean distclean
+.PHONY: venv release student-bundle figures test grade-examples clean distclean
 
 venv: $(STAMP)
 
@@ -35,6 +36,10 @@ $(STAMP): requirements.txt requirements-lock.txt
 
 release: $(STAMP)
 	PYTHON=$(PY) tools/release.sh
+
+# Standard library only: no .venv needed to package the handout.
+student-bundle:
+	$(BOOTSTRAP_PYTHON) tools/build_student_bundle.py
 
 figures: $(STAMP)
 	$(PY) tools/draw_figures.py
@@ -50,7 +55,7 @@ grade-examples: $(STAMP)
 	$(PY) -m autograder grade examples/ --out out/examples
 
 clean:
-	rm -rf out .pytest_cache .nbgrader.log
+	rm -rf out dist .pytest_cache .nbgrader.log
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 	find . -path ./$(VENV) -prune -o -name .ipynb_checkpoints -type d -prune -exec rm -rf {} +
 

@@ -2,7 +2,8 @@
 
 - "From scratch": attention written with torch's ready-made modules or functions is found in the code's
   AST (not by a regex over text, so comments and strings don't count) and the part's points are withheld.
-- Locked cells: an edited "DO NOT CHANGE" cell is found with nbgrader's own checksum against the release.
+- Locked cells: an edited "DO NOT CHANGE" cell is found with nbgrader's own checksum against the release,
+  the cell found by its nbgrader metadata, or by content when Colab stripped it (handout_match.py).
   Grading uses the original given code anyway, as nbgrader does; the edit is reported.
 - Missing or duplicated cells, cells run out of order: reported, graded by class all the same.
 """
@@ -14,8 +15,13 @@ from dataclasses import dataclass, field
 import nbformat
 from nbgrader.utils import compute_checksum, is_locked
 
+from . import handout_match
+from .fast_run import fast_run_flags
 from .notebook_code import PART_CELLS
 from .reference import RELEASE
+
+STRIPPED_FLAG = ("the notebook's cell metadata was stripped (Colab does this); "
+                 "cells were matched to the handout by content")
 
 FORBIDDEN = {
     "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
@@ -121,42 +127,53 @@ def release_checksums(path=RELEASE):
             and cell["metadata"]["nbgrader"].get("locked")}
 
 
-def locked_cells(notebook):
+def _edited(cell, grade_id, expected, stripped):
+    """Whether a locked cell differs from the release, by nbgrader's checksum. A cell matched by content
+    has no nbgrader metadata of its own: it gets the release cell's, so only its source and type count."""
+    try:
+        if stripped:
+            release = next(c for c in handout_match.release_cells() if handout_match.grade_id(c) == grade_id)
+            cell = nbformat.from_dict({**cell, "metadata": {"nbgrader": dict(release.metadata.nbgrader)}})
+        return not is_locked(cell) or compute_checksum(cell) != expected
+    except (KeyError, AttributeError, TypeError, ValueError):  # ValueError: a lone surrogate in the source
+        return True
+
+
+def locked_cells(notebook, match=None, cells=None):
     """Edited, missing or duplicated locked cells, by nbgrader's checksum of the cell as submitted."""
-    flags, seen = [], {}
+    cells = handout_match.read_cells(notebook) if cells is None else cells
+    match = match or handout_match.match_cells(notebook, cells)
+    if match.unmatched_reason:
+        return [f"locked cells could not be checked: {match.unmatched_reason}"]
+    flags = [STRIPPED_FLAG] if match.stripped else []
     expected = release_checksums()
-    # reads() joins list-of-lines sources the way nbgrader saw them when it computed the checksums.
-    for cell in nbformat.reads(json.dumps(notebook), as_version=4).get("cells", []):
-        nbgrader = cell.get("metadata", {}).get("nbgrader")
-        if not nbgrader or nbgrader.get("grade_id") not in expected:
-            continue
-        grade_id = nbgrader["grade_id"]
-        seen[grade_id] = seen.get(grade_id, 0) + 1
-        try:
-            edited = not is_locked(cell) or compute_checksum(cell) != expected[grade_id]
-        except (KeyError, AttributeError, TypeError, ValueError):  # ValueError: a lone surrogate in the source
-            edited = True
-        if edited:
+    found = {grade_id: match.cells.get(grade_id, []) for grade_id in expected}
+    for grade_id, indices in found.items():
+        if any(_edited(cells[index], grade_id, expected[grade_id], match.stripped) for index in indices):
             flags.append(f"locked cell '{grade_id}' was edited; graded with the original given code")
-    flags += [f"locked cell '{g}' appears {n} times" for g, n in seen.items() if n > 1]
-    if seen:  # a notebook without any nbgrader metadata (Colab strips it) can't say which cells are missing
-        flags += [f"locked cell '{g}' is missing" for g in expected if g not in seen]
+        if len(indices) > 1:
+            flags.append(f"locked cell '{grade_id}' appears {len(indices)} times")
+    # With metadata but no locked cell among it, the notebook can't say which cells are missing.
+    if match.stripped or any(found.values()):
+        flags += [f"locked cell '{grade_id}' is missing" for grade_id, indices in found.items() if not indices]
     return flags
 
 
 def run_order(notebook):
-    counts = [cell.get("execution_count") for cell in notebook.get("cells", [])
-              if isinstance(cell, dict) and cell.get("cell_type") == "code"]
+    code = [cell for cell in notebook.get("cells", []) if isinstance(cell, dict) and cell.get("cell_type") == "code"]
+    counts = [cell.get("execution_count") for cell in code]
     counts = [c for c in counts if isinstance(c, int)]
-    flags = []
-    if not counts:
-        flags.append("the notebook has no executed cells (outputs cleared?)")
-    elif any(b <= a for a, b in zip(counts, counts[1:])):
-        flags.append("cells were run out of order")
-    return flags
+    # Colab and some editors drop execution counts but keep the outputs: that notebook was run.
+    if not counts and not any(cell.get("outputs") for cell in code):
+        return ["the notebook has no executed cells (outputs cleared?)"]
+    if any(b <= a for a, b in zip(counts, counts[1:])):
+        return ["cells were run out of order"]
+    return []
 
 
 def inspect_code(notebook, code):
     findings = forbidden_api(code)
-    findings.flags += locked_cells(notebook) + run_order(notebook)
+    cells = handout_match.read_cells(notebook)
+    match = handout_match.match_cells(notebook, cells)
+    findings.flags += locked_cells(notebook, match, cells) + run_order(notebook) + fast_run_flags(match, cells)
     return findings

@@ -101,9 +101,13 @@ def code_cells(notebook):
 def extract(notebook, wanted=tuple(PART_CELLS) + tuple(GIVEN_CELLS)):
     """Parse every code cell; keep the definitions; pick one definition of each wanted class."""
     wanted_cells = {**PART_CELLS, **GIVEN_CELLS}
+    # Without any grade_id (Colab strips the metadata) every class is found by name, and the audit
+    # says once that the metadata is gone; with some, a part outside its handout cell is worth a flag.
+    metadata_kept = False
     code = NotebookCode()
     statements = []  # (cell index, grade_id, node, unit)
     for index, grade_id, source in code_cells(notebook):
+        metadata_kept = metadata_kept or bool(grade_id)
         cleaned = source
         try:
             tree = ast.parse(source)
@@ -128,9 +132,9 @@ def extract(notebook, wanted=tuple(PART_CELLS) + tuple(GIVEN_CELLS)):
         by_id = [f for f in found if f[1] == wanted_cells[name]]
         if not by_id and name in PART_CELLS and any(g for _, g, _ in found):
             code.flags.append(f"class {name} was found outside its own cell")
-        elif not by_id and name in PART_CELLS:
-            code.flags.append(f"class {name} found by name: its cell has no nbgrader metadata")
         index, _, unit = (by_id or found)[-1]
+        if not by_id and name in PART_CELLS and metadata_kept and not any(g for _, g, _ in found):
+            code.flags.append(f"class {name} was found by name in cell {index}, not in its handout cell")
         if len(found) > 1:
             code.flags.append(f"class {name} is defined {len(found)} times; graded the one in cell {index}")
         code.classes[name], code.class_cells[name] = unit, index

@@ -33,6 +33,7 @@ EXTRACTED_NAME = "submission.ipynb"
 MiB = 2**20
 _ID_ANYWHERE = re.compile(r"(?<![0-9])[0-9]{4}-[0-9]{5}(?![0-9])")
 _NOTEBOOK_PREFIX = "assignment2-1"
+_ASSIGNMENT_PREFIX = re.compile(r"assignment[0-9]+-[0-9]+")
 _CHUNK = 64 * 1024
 # Legitimate tar headers (including pax and GNU long-name records) are tiny;
 # a larger single read can only come from a header lying about its size.
@@ -355,9 +356,12 @@ def _notebook_from_archive(path: Path, flags: list[str], *, max_member_bytes: in
         raise IntakeError(f"no Assignment2-1 notebook in the archive (found: {shown})")
     ranked = sorted(candidates, key=_rank)
     chosen = ranked[0]
-    if len(ranked) > 1:
-        others = ", ".join(_show(m.name, 60) for m in ranked[1:4])
-        more = f" and {len(ranked) - 4} more" if len(ranked) > 4 else ""
+    # The course folder also holds the other parts' notebooks (Assignment2-2_ViT.ipynb), which
+    # CollectSubmission.sh packs on purpose: they are no rival for this one.
+    rivals = [m for m in ranked[1:] if not _other_assignment(m)]
+    if rivals:
+        others = ", ".join(_show(m.name, 60) for m in rivals[:3])
+        more = f" and {len(rivals) - 3} more" if len(rivals) > 3 else ""
         flags.append(f"several candidate notebooks: picked {_show(chosen.name)} "
                      f"(others: {others}{more})")
     if chosen.size > max_member_bytes:
@@ -435,11 +439,19 @@ def _classify(member: tarfile.TarInfo, index: int, candidates, listing, refused,
         candidates.append(_Member(index, name, member.size, member.mtime))
 
 
+def _other_assignment(member: _Member) -> bool:
+    """A notebook of another part of the course, by its name (Assignment2-2_ViT.ipynb)."""
+    match = _ASSIGNMENT_PREFIX.match(posixpath.basename(member.name).lower())
+    return match is not None and match.group(0) != _NOTEBOOK_PREFIX
+
+
 def _rank(member: _Member):
     parts = member.name.split("/")
     base = parts[-1]
     in_checkpoints = ".ipynb_checkpoints" in parts[:-1]
-    if in_checkpoints:
+    if _other_assignment(member):
+        tier = 4  # graded only when nothing else is there, and then the name flag says so
+    elif in_checkpoints:
         tier = 3
     elif base == NOTEBOOK_NAME:
         tier = 0

@@ -103,6 +103,50 @@ def test_invalid_notebook_fails_without_archive(tmp_path, content):
     assert not list(tmp_path.glob("*.tar.gz"))
 
 
+@pytest.mark.parametrize("found", [f"Copy of {PART1}", PART1.replace(".ipynb", " (1).ipynb")])
+def test_renamed_notebook_is_named_with_the_command_that_fixes_it(tmp_path, found):
+    make_notebook(tmp_path / found)
+    make_notebook(tmp_path / "Assignment2-2_ViT.ipynb")
+    result = run(tmp_path, SID)
+    assert result.returncode == 1
+    assert f"'{PART1}' was not found in {tmp_path}, but this folder has:\n         {found}\n" in result.stderr
+    assert f'Colab:  !mv "{found}" "{PART1}"' in result.stderr
+    assert f'Local:  mv "{found}" "{PART1}"' in result.stderr
+    assert not list(tmp_path.glob("*.tar.gz"))
+    # The command it prints works.
+    subprocess.run(["mv", found, PART1], cwd=tmp_path, check=True)
+    assert run(tmp_path, SID).returncode == 0
+
+
+def test_several_renamed_copies_are_all_listed(tmp_path):
+    copies = [f"Copy of {PART1}", PART1.replace(".ipynb", " (1).ipynb")]
+    for name in copies:
+        make_notebook(tmp_path / name)
+    result = run(tmp_path, SID)
+    assert result.returncode == 1
+    assert "".join(f"         {name}\n" for name in sorted(copies)) in result.stderr
+    assert f'mv "<the notebook you worked in>" "{PART1}"' in result.stderr
+
+
+def test_no_similar_notebook_says_where_colab_puts_copies(tmp_path):
+    make_notebook(tmp_path / "Assignment2-2_ViT.ipynb")
+    result = run(tmp_path, SID)
+    assert result.returncode == 1
+    assert "but this folder has" not in result.stderr
+    assert "'Colab Notebooks' as 'Copy of ...'" in result.stderr
+
+
+def test_the_course_folder_packs_into_an_archive_the_grader_takes_without_flags(workdir, tmp_path_factory):
+    """The seed's layout: this part, the ViT part and weight files, packed together on purpose."""
+    from autograder.unpack import intake
+    make_notebook(workdir / "Assignment2-2_ViT.ipynb")
+    (workdir / "vit_best.pth").write_bytes(b"\x00weights")
+    assert run(workdir, SID).returncode == 0
+    result = intake(workdir / f"{SID}.tar.gz", tmp_path_factory.mktemp("intake"))
+    assert result.error is None and result.notebook_name == PART1
+    assert result.flags == []
+
+
 def test_invalid_optional_notebook_also_fails(workdir):
     (workdir / "Assignment2-2_ViT.ipynb").write_text("not json")
     result = run(workdir, SID)

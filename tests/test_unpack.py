@@ -226,6 +226,39 @@ def test_several_candidates_best_chosen(tmp_path, work):
     assert any(f.startswith("several candidate notebooks: picked sub/") for f in result.flags)
 
 
+def test_other_parts_notebooks_and_weights_are_no_rival(tmp_path, work):
+    """The course folder as CollectSubmission.sh packs it: this part, the ViT part, weight files."""
+    src = make_tar(tmp_path / f"{SID}.tar.gz", {
+        "Assignment2-2_ViT.ipynb": notebook_bytes("vit"),
+        NOTEBOOK_NAME: notebook_bytes("the real one"),
+        ".ipynb_checkpoints/Assignment2-2_ViT-checkpoint.ipynb": notebook_bytes("vit checkpoint"),
+        "vit_best.pth": b"weights",
+        "transformer.pth": b"weights",
+    })
+    result = intake(src, work)
+    assert graded(result, "the real one")
+    assert result.flags == []
+
+
+def test_a_real_rival_is_flagged_and_other_parts_are_not_listed(tmp_path, work):
+    src = make_tar(tmp_path / f"{SID}.tar.gz", {
+        "Assignment2-2_ViT.ipynb": notebook_bytes("vit"),
+        "Assignment2-1_old.ipynb": notebook_bytes("old"),
+        NOTEBOOK_NAME: notebook_bytes("the real one"),
+    })
+    result = intake(src, work)
+    assert graded(result, "the real one")
+    assert result.flags == [f"several candidate notebooks: picked {NOTEBOOK_NAME} (others: Assignment2-1_old.ipynb)"]
+
+
+def test_another_parts_notebook_alone_is_graded_last_with_the_name_flag(tmp_path, work):
+    src = make_tar(tmp_path / f"{SID}.tar.gz", {"Assignment2-2_ViT.ipynb": notebook_bytes("vit"),
+                                               "notes.ipynb": notebook_bytes("notes")})
+    result = intake(src, work)
+    assert graded(result, "notes")
+    assert result.flags == [f"notebook name is not {NOTEBOOK_NAME}: graded notes.ipynb"]
+
+
 def test_prefix_match_beats_generic(tmp_path, work):
     src = make_tar(tmp_path / f"{SID}.tar.gz", {
         "notes.ipynb": notebook_bytes("notes"),
