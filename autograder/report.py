@@ -211,6 +211,7 @@ td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
 .empty { color: var(--muted); font-style: italic; }
 a { color: #364fc7; text-decoration: none; } a:hover { text-decoration: underline; }
 .card h3 { font-size:14px; margin:14px 0 6px; }
+h3 + table th:first-child { width: 150px; }  /* the flag groups' tables line up */
 .swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; }
 """
 
