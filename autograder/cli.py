@@ -137,6 +137,10 @@ def hand_grading_sheet(args):
         return 2
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
+    if hand_grading.max_points() == 0:
+        print(f"warning: the master notebook gives the answer cell 0 points, so no points can be entered: set "
+              f"`points` in the nbgrader metadata of its cell {hand_grading.ANSWER_GRADE_ID!r}, then `make release`",
+              file=sys.stderr)
     print(f"{out / hand_grading.HTML_NAME} and {out / hand_grading.CSV_NAME} written: {len(documents)} students, "
           f"{added} new rows, up to {hand_grading.max_points():g} points each. Enter points in the CSV, then "
           f"run `python -m autograder report {args.dir}` to put them in grades.csv and report.html.")

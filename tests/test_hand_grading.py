@@ -231,3 +231,11 @@ def test_grading_keeps_the_answer_in_results_json(tmp_path):
     key, document = grade_submission(path, Settings())
     assert key == "2023-65001" and document["score"] == 100, document["output"]
     assert document["extra_data"]["free_response"] == {"text": answer, "chars": len(answer)}
+
+
+def test_hand_grading_command_warns_while_the_master_gives_no_points(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hand_grading, "max_points", lambda: 0.0)
+    out = grade_folder(tmp_path, monkeypatch, {"2023-66001": graded_document("2023-66001", "text", random.Random(11))})
+    assert cli.main(["hand-grading", str(out)]) == 0
+    assert "gives the answer cell 0 points" in capsys.readouterr().err
+    assert "0 points, so no points can be entered" in (out / hand_grading.HTML_NAME).read_text(encoding="utf-8")
