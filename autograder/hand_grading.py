@@ -211,12 +211,15 @@ def write_sheet(out, documents, most=None):
         if key in by_document:
             row["answer"] = _excerpt(by_document[key])
         row["max_points"] = f"{most:g}"
+    # Columns a TA added (a grader's name, a second comment) are kept, after ours.
+    columns = SHEET_COLUMNS + [c for c in dict.fromkeys(c for row in rows for c in row)
+                               if isinstance(c, str) and c not in SHEET_COLUMNS]
     temporary = out / (CSV_NAME + ".tmp")
     with open(temporary, "w", newline="", encoding="utf-8", errors="replace") as handle:
-        writer = csv.DictWriter(handle, SHEET_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, columns)
         writer.writeheader()
         for key in sorted(k for k in by_key if k):
-            writer.writerow({column: by_key[key].get(column, "") for column in SHEET_COLUMNS})
+            writer.writerow({column: by_key[key].get(column) or "" for column in columns})
     os.replace(temporary, out / CSV_NAME)
     graded, problems = entries(out, most)
     (out / HTML_NAME).write_text(sheet_html(documents, graded, most), encoding="utf-8")

@@ -183,13 +183,18 @@ def test_a_student_graded_later_gets_a_new_row_and_the_others_keep_theirs(tmp_pa
     assert read_csv(out / "grades.csv")["2023-61001"]["hand_graded"] == "9"
 
 
-def test_rows_of_students_no_longer_in_the_folder_are_kept(tmp_path, most):
+def test_rows_of_students_no_longer_in_the_folder_and_added_columns_are_kept(tmp_path, most):
     out = tmp_path / "out"
     out.mkdir()
-    write_csv(out / hand_grading.CSV_NAME, {"2023-62009": {"student_id": "2023-62009", "answer": "", "points": "4",
-                                                           "max_points": "10", "comment": "graded on paper"}})
-    hand_grading.write_sheet(out, [])
-    assert read_csv(out / hand_grading.CSV_NAME)["2023-62009"]["comment"] == "graded on paper"
+    with open(out / hand_grading.CSV_NAME, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, [*hand_grading.SHEET_COLUMNS, "grader"])
+        writer.writeheader()
+        writer.writerow({"student_id": "2023-62009", "answer": "", "points": "4", "max_points": "10",
+                         "comment": "graded on paper", "grader": "TA Kim"})
+    hand_grading.write_sheet(out, [("2023-62010", graded_document("2023-62010", "hi", random.Random(12)))])
+    rows = read_csv(out / hand_grading.CSV_NAME)
+    assert rows["2023-62009"]["comment"] == "graded on paper" and rows["2023-62009"]["grader"] == "TA Kim"
+    assert rows["2023-62010"]["grader"] == "" and rows["2023-62010"]["answer"] == "hi"
 
 
 def test_a_bad_entry_is_named_and_left_out_not_counted(tmp_path, monkeypatch, most, capsys):
