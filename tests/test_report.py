@@ -221,6 +221,35 @@ def test_class_report_lists_who_carries_which_flags_by_kind(tmp_path):
     assert report._flag_kinds_by_submission(report.load_documents(tmp_path))["forbidden API"] == 1
 
 
+@pytest.mark.parametrize("flag, code, group", [
+    ("forbidden API in DecoderLayer: nn.MultiheadAttention (cell 20, line 9)", "FA", "forbidden API"),
+    ("locked cell 'ffn' was edited; graded with the original given code", "LE", "edited locked cells"),
+    ("locked cell 'transformer' is missing", "LM", "edited locked cells"),
+    ("locked cells could not be checked: too few cells match the handout", "LU", "edited locked cells"),
+    ("locked cell 'ffn' appears 2 times", "LD", "duplicates / other files"),
+    ("class EncoderLayer is defined 2 times; graded the last", "CD", "duplicates / other files"),
+    ("another file for 2023-00001 was also submitted: 2023-00001.ipynb", "SF", "duplicates / other files"),
+    ("also submitted, not graded (the archive made by CollectSubmission.sh is preferred over a notebook, then "
+     "the newest file): 2023-00001 (1).ipynb", "SF", "duplicates / other files"),
+    ("several candidate notebooks: picked a.ipynb over b.ipynb", "CN", "duplicates / other files"),
+    ("file name holds no valid student ID (YYYY-NNNNN)", "ID", "unknown ID"),
+    ("file name notes_for_2023-00002.ipynb mentions 2023-00002 but is not a submission name for it", "ID",
+     "unknown ID"),
+    ("graded without a sandbox (no bwrap or unshare available)", "NS", "no sandbox"),
+    ("the notebook's cell metadata was stripped (Colab does this); cells were matched to the handout by content",
+     "MD", "other"),
+    ("class EncoderLayer found by name: its cell has no nbgrader metadata", "MD", "other"),
+    ("the notebook was run in fast mode (TRANSFORMER_FAST_RUN=1): its training is not the assignment's", "FR",
+     "other"),
+    ("class DecoderLayer was found by name in cell 14, not in its handout cell", "CO", "other"),
+    ("a flag nobody has named yet: details", "OT", "other"),
+])
+def test_each_flag_has_a_kind_a_console_code_and_a_report_group(flag, code, group):
+    from autograder.flags import kind_of
+    kind = kind_of(flag)
+    assert (kind.code, kind.group) == (code, group)
+
+
 def test_ties_for_the_most_common_named_bug_are_all_shown(tmp_path):
     rng = random.Random(4)
     bugs = [fingerprint.public() for fingerprint in FINGERPRINTS if fingerprint.part == "MultiHeadAttention"][:3]
