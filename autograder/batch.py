@@ -5,7 +5,6 @@ the same --out reuses it unless --force, so a batch killed halfway loses nothing
 from the results of this batch at the end (and after each submission, so a kill leaves a usable file).
 """
 import concurrent.futures
-import csv
 import hashlib
 import json
 import multiprocessing
@@ -15,14 +14,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from . import GRADER_VERSION, feedback, forkserver, report, unpack
+from . import GRADER_VERSION, feedback, forkserver, report, terminal, unpack
+from .gradebook import write_gradebook
 from .pipeline import grade_submission, results_document, row_key
-from .rubric import PARTS, TOTAL
-
-CSV_COLUMNS = ["student_id", "score", "max_score", *PARTS, "flags", "error"]
 
 
 def file_sha256(path):
@@ -100,10 +95,8 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
             failures.append((path, problem))
         write_gradebook(out, documents)
 
-    columns = (TextColumn("grading"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.description}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("", total=len(todo))
+    with terminal.progress_bar(console) as progress:
+        task = terminal.start_task(progress, total=len(submissions), reused=len(submissions) - len(todo))
         if jobs <= 1:
             for path in todo:
                 # Students' text (file names here; flags and reasons in the summary table) is escaped: rich reads
@@ -132,34 +125,9 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
                     progress.update(task, description=escape(path.name))
                     finish(*result, path)
                     progress.advance(task)
-    write_gradebook(out, documents)
+    write_gradebook(out, documents, say_problems=True)
     report.write_safely(out)
     graded = {key: documents[key] for key in this_run}
-    console.print(summary_table(graded, skipped=len(submissions) - len(todo)))
+    console.print(terminal.summary(graded, reused=len(submissions) - len(todo)))
     return graded, failures
 
-
-def write_gradebook(out, documents):
-    temporary = Path(out) / "grades.csv.tmp"
-    with open(temporary, "w", newline="", encoding="utf-8", errors="replace") as handle:  # as write_json_atomic
-        writer = csv.DictWriter(handle, CSV_COLUMNS)
-        writer.writeheader()
-        for key in sorted(documents):
-            extra = documents[key]["extra_data"]
-            writer.writerow({"student_id": key, "score": documents[key]["score"], "max_score": TOTAL,
-                             **{part: extra.get("parts", {}).get(part, 0) for part in PARTS},
-                             "flags": "; ".join(extra.get("flags", [])), "error": extra.get("error") or ""})
-    os.replace(temporary, Path(out) / "grades.csv")
-
-
-def summary_table(documents, skipped=0):
-    table = Table(title=f"{len(documents)} submissions" + (f" ({skipped} reused from earlier runs)" if skipped else ""))
-    for column in ["student", "score", *[p[:12] for p in PARTS], "seconds", "notes"]:
-        table.add_column(column, overflow="fold")
-    for key in sorted(documents):
-        document = documents[key]
-        extra = document["extra_data"]
-        notes = extra.get("error") or "; ".join(extra.get("flags", []))
-        table.add_row(key, f"{document['score']:g}", *[f"{extra.get('parts', {}).get(p, 0):g}" for p in PARTS],
-                      f"{document.get('execution_time', 0):.1f}", escape(notes[:80]))
-    return table

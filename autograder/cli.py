@@ -1,5 +1,6 @@
 """Command line: `python -m autograder grade PATH... --out DIR [--jobs N] [--device auto|cpu|cuda]`.
-`python -m autograder report DIR` rewrites the feedback files and the class report from DIR's results.
+`python -m autograder report DIR` rewrites the feedback files, grades.csv and the class report from DIR's results.
+`python -m autograder hand-grading DIR` writes the TA's sheet for the hand-graded answer (hand_grading.py).
 
 The grade command's options, files and exit codes are a contract other tools rely on (README, "Grading").
 Exit 0 when every submission got its row, a 0 with a reason included; 1 when the grader itself failed.
@@ -59,9 +60,15 @@ def build_parser():
     grade.add_argument("--allow-forbidden", action="store_true",
                        help="report forbidden torch APIs without withholding the part's points")
 
-    report = commands.add_parser("report", help="rewrite DIR/*/feedback.{md,html} and DIR/report.html from the "
-                                               "results.json files in DIR, without regrading")
+    report = commands.add_parser("report", help="rewrite DIR/*/feedback.{md,html}, DIR/grades.csv (with the "
+                                               "hand-graded points) and DIR/report.html from the results.json "
+                                               "files in DIR, without regrading")
     report.add_argument("dir", metavar="DIR", help="an output folder of the grade command")
+
+    hand = commands.add_parser("hand-grading", help="write DIR/hand_graded.html (every free-response answer) and "
+                                                    "DIR/hand_graded.csv (enter points there; rows already "
+                                                    "there keep their points)")
+    hand.add_argument("dir", metavar="DIR", help="an output folder of the grade command")
 
     export = commands.add_parser("export-gradescope", help="write a Gradescope autograder zip that grades each "
                                                            "upload with the same checks")
@@ -108,8 +115,37 @@ def report(args):
         print(f"error: {args.dir} is not a folder", file=sys.stderr)
         return 2
     count = rebuild(args.dir)
-    print(f"feedback for {count} submissions and {Path(args.dir) / 'report.html'} written")
+    print(f"feedback for {count} submissions, {Path(args.dir) / 'grades.csv'} and {Path(args.dir) / 'report.html'} "
+          "written")
     return 0
+
+
+def hand_grading_sheet(args):
+    from pathlib import Path
+
+    from . import hand_grading
+    from .report import gradebook_documents
+
+    out = Path(args.dir)
+    if not out.is_dir():
+        print(f"error: {args.dir} is not a folder", file=sys.stderr)
+        return 2
+    documents = gradebook_documents(out)
+    try:
+        added, problems = hand_grading.write_sheet(out, list(documents.items()))
+    except hand_grading.SheetError as exc:
+        print(f"error: {exc}; fix or move it, nothing was written", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if hand_grading.max_points() == 0:
+        print(f"warning: the master notebook gives the answer cell 0 points, so no points can be entered: set "
+              f"`points` in the nbgrader metadata of its cell {hand_grading.ANSWER_GRADE_ID!r}, then `make release`",
+              file=sys.stderr)
+    print(f"{out / hand_grading.HTML_NAME} and {out / hand_grading.CSV_NAME} written: {len(documents)} students, "
+          f"{added} new rows, up to {hand_grading.max_points():g} points each. Enter points in the CSV, then "
+          f"run `python -m autograder report {args.dir}` to put them in grades.csv and report.html.")
+    return 1 if problems else 0
 
 
 def export_gradescope(args):
@@ -122,4 +158,5 @@ def export_gradescope(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return {"grade": grade, "report": report, "export-gradescope": export_gradescope}[args.command](args)
+    commands = {"grade": grade, "report": report, "hand-grading": hand_grading_sheet, "export-gradescope": export_gradescope}
+    return commands[args.command](args)

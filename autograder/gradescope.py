@@ -4,9 +4,10 @@
 /autograder/source, runs setup.sh there once while it builds the image, and then for every submission
 runs run_autograder, which calls `python -m autograder.gradescope`: that grades whatever the student
 uploaded to /autograder/submission with the same pipeline and checks as `python -m autograder grade`,
-and writes /autograder/results/results.json. A results.json is written whatever happens, a zero with
-the reason when the upload cannot be graded or the grader itself fails, because without one Gradescope
-shows the student nothing but a generic error.
+and writes /autograder/results/results.json. The student ID is the submitter's `sid` in Gradescope's
+/autograder/submission_metadata.json (students upload files under any name there). A results.json is
+written whatever happens, a zero with the reason when the upload cannot be graded or the grader itself
+fails, because without one Gradescope shows the student nothing but a generic error.
 
 AUTOGRADER_ROOT (or --root) stands in for /autograder, so the tests can run the zip's scripts in a
 temporary folder laid out the same way.
@@ -16,7 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 import zipfile
@@ -32,6 +35,7 @@ NOTEBOOK_PATHS = (f"source/Assignment2-1/{unpack.NOTEBOOK_NAME}", f"release/Assi
 REQUIRED = ("torch", "numpy", "matplotlib", "nbgrader", "nbformat", "pytest", "rich")
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 DEFAULT_ROOT = "/autograder"
+METADATA_NAME = "submission_metadata.json"  # Gradescope's, next to submission/: who submitted, among other things
 # Fixed, so that exporting twice from the same tree gives the same bytes.
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
@@ -180,8 +184,44 @@ def failure_document(reason, elapsed=0.0, student_id="submission"):
                 "extra_data": {"student_id": student_id, "error": reason}}
 
 
-def grade_upload(submission_dir):
-    """Grade the best candidate in the upload with the batch grader's pipeline and settings."""
+def student_id_from_metadata(path):
+    """(student ID, None) from Gradescope's submission_metadata.json, else (None, why not).
+
+    The ID is the first submitter's `sid` (the student ID in the course roster) that is a valid YYYY-NNNNN;
+    a group submission with several is graded under the first and says so.
+    """
+    try:
+        metadata = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "Gradescope gave no submission metadata"
+    except (OSError, ValueError) as exc:
+        return None, f"Gradescope's submission metadata cannot be read ({type(exc).__name__})"
+    users = metadata.get("users") if isinstance(metadata, dict) else None
+    if not isinstance(users, list) or not users:
+        return None, "Gradescope's submission metadata names no submitter"
+    sids = [str(user.get("sid")).strip() for user in users if isinstance(user, dict) and user.get("sid") is not None]
+    valid = list(dict.fromkeys(sid for sid in sids if unpack.STUDENT_ID_RE.match(sid)))
+    if not valid:
+        # The roster's text, shown to the student: printable and short.
+        shown = ", ".join("".join(c if c.isprintable() else "?" for c in sid)[:30] for sid in sids) or "none"
+        return None, f"the student ID in Gradescope's roster is not a valid YYYY-NNNNN (sid: {shown})"
+    return valid[0], None
+
+
+def _named_for(path, student_id, folder):
+    """A copy of the upload named after the student, which is where the pipeline reads the ID from."""
+    suffix = next(s for s in unpack.SUBMISSION_SUFFIXES if path.name.lower().endswith(s))
+    copy = Path(folder) / f"{student_id}{suffix}"
+    shutil.copyfile(path, copy)
+    return copy
+
+
+def grade_upload(submission_dir, metadata=None):
+    """Grade the best candidate in the upload with the batch grader's pipeline and settings.
+
+    The student ID comes from Gradescope's metadata when it holds a valid one (students name their files
+    anything on Gradescope), else from the file name as in a batch, else the row is unknown-... with a flag.
+    """
     started = time.monotonic()
     candidates = find_uploads(submission_dir)
     if not candidates:
@@ -192,8 +232,16 @@ def grade_upload(submission_dir):
     from .cli import resolve_device
     from .pipeline import Settings, grade_submission
 
-    _, document = grade_submission(chosen, Settings(device=resolve_device("auto")))
-    document["extra_data"]["student_id"] = unpack.student_id_from_name(chosen) or "submission"
+    student_id, problem = student_id_from_metadata(metadata) if metadata else (None, "no submission metadata")
+    with tempfile.TemporaryDirectory(prefix="gradescope-") as folder:
+        graded = _named_for(chosen, student_id, folder) if student_id else chosen
+        key, document = grade_submission(graded, Settings(device=resolve_device("auto")))
+    extra = document["extra_data"]
+    extra.update(student_id=key, source=chosen.name)
+    if not student_id and not unpack.student_id_from_name(chosen):
+        note = f"no student ID: {problem}, and the file name holds none; tell the course staff"
+        extra["flags"].append(note)
+        document["output"] += f"\nNote: {note}"
     if len(candidates) > 1:
         others = ", ".join(p.name for p in candidates[1:4]) + (" ..." if len(candidates) > 4 else "")
         note = f"{len(candidates)} files could be graded; graded {chosen.name}, not {others}"
@@ -207,7 +255,7 @@ def run(root):
     root = Path(root)
     started = time.monotonic()
     try:
-        document = grade_upload(root / "submission")
+        document = grade_upload(root / "submission", root / METADATA_NAME)
     except Exception as exc:  # noqa: BLE001 (the student must get a result, and the staff the reason)
         traceback.print_exc()
         document = failure_document(f"grader error: {type(exc).__name__}: {exc}", time.monotonic() - started)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import GRADER_VERSION, audit, fingerprints, forkserver, sandbox, unpack
+from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, unpack
 from .client import WorkerClient
 from .notebook_code import extract
 from .outcome import CheckFailed, Outcome, as_outcome
@@ -160,6 +160,8 @@ def grade_submission(path, settings):
         if intake.error:
             return key, results_document(key, {}, flags=flags, error=intake.error,
                                          elapsed=time.monotonic() - started, extra=extra)
+        # Kept for the TA's hand-grading sheet, which then needs only the results.
+        extra["free_response"] = hand_grading.answer_record(intake.notebook)
         try:
             sandbox.resolve_isolation(settings.isolation, settings.require_sandbox)
         except sandbox.SandboxUnavailable as refusal:

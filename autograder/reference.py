@@ -7,12 +7,10 @@ import functools
 import json
 from pathlib import Path
 
+from . import MASTER, RELEASE, REPO  # noqa: F401 (where the other modules and tests find them)
 from .sandboxed import harness
 from .notebook_code import GIVEN_CELLS, PART_CELLS, extract
 
-REPO = Path(__file__).resolve().parents[1]
-MASTER = REPO / "source" / "Assignment2-1" / "Assignment2-1_Transformer_from_scratch.ipynb"
-RELEASE = REPO / "release" / "Assignment2-1" / "Assignment2-1_Transformer_from_scratch.ipynb"
 
 
 @functools.lru_cache(maxsize=None)

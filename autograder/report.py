@@ -1,13 +1,15 @@
-"""The class report: DIR/report.html with its plots under DIR/report/, from every DIR/*/results.json.
+"""The class report: DIR/report.html, one self-contained file (plots inlined), from every DIR/*/results.json.
 
 For the staff after a batch: the score distribution, how often each check passes, the bugs most often
-named, the flags raised, grading times, a per-part summary and the submissions that hit errors. Built at
-the end of grade_batch, and again on demand (`python -m autograder report DIR`, which also rewrites each
-student's feedback) from the results alone, without regrading.
+named, the flags raised (and which students carry them), grading times, a per-part summary, the submissions
+that hit errors and a row per student with the hand-graded points. Built at the end of grade_batch, and again
+on demand (`python -m autograder report DIR`, which also rewrites each student's feedback and grades.csv) from
+the results alone, without regrading. Nothing on the page is fetched from elsewhere, so it can be mailed.
 """
+import base64
 import html
+import io
 import json
-import re
 import statistics
 import sys
 import textwrap
@@ -15,36 +17,21 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from . import feedback
+from . import feedback, hand_grading
+from .flags import GROUPS, kind_of, kinds_of
+from .gradebook import write_gradebook
 from .rubric import PARTS, RUBRIC
 
 COLORS = dict(zip(PARTS, ("#4c6ef5", "#7950f2", "#12b886", "#f59f00", "#e64980")))
 SHORT = dict(zip(PARTS, ("PE", "MHA", "encoder", "decoder", "training")))
 TEST_KEYS = {line.name: key for key, line in RUBRIC.items()}
-# A flag's kind: the first pattern it matches; otherwise its words up to the first detail.
-FLAG_KINDS = (
-    (r"^forbidden API", "forbidden API"),
-    (r"^locked cell .* was edited", "edited locked cell"),
-    (r"^locked cell .* is missing", "missing locked cell"),
-    (r"^locked cell .* appears", "duplicated locked cell"),
-    (r"no executed cells", "notebook not run"),
-    (r"run out of order", "cells run out of order"),
-    (r"^notebook name is not", "wrong notebook name"),
-    (r"syntax error", "syntax error in a cell"),
-    (r"is defined \d+ times", "class defined twice"),
-    (r"found outside its own cell", "class outside its cell"),
-    (r"no nbgrader metadata", "no nbgrader metadata"),
-    (r"without a sandbox", "graded without sandbox"),
-    (r"^another file for", "several files submitted"),
-    (r"student id", "student ID problem"),
-)
 
 
-def flag_kind(flag):
-    for pattern, kind in FLAG_KINDS:
-        if re.search(pattern, flag, re.IGNORECASE):
-            return kind
-    return re.split(r"[:(']", flag, maxsplit=1)[0].strip()[:40] or "other"
+def gradebook_documents(out):
+    """{key: results} of the documents in DIR that have a score and extra_data: the gradebook's rows."""
+    return {key: document for key, document in load_documents(out)
+            if isinstance(document, dict) and isinstance(document.get("extra_data"), dict)
+            and isinstance(document.get("score"), (int, float))}
 
 
 def load_documents(out):
@@ -75,15 +62,17 @@ def _figure(width, height):
     return figure, axes
 
 
-def _save(figure, path):
+def _save(figure):
+    """The figure as a data: URI, so the page carries its own images."""
     import matplotlib.pyplot as plt
     figure.tight_layout()
-    figure.savefig(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
     plt.close(figure)
-    return path.name
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _score_histogram(scores, path):
+def _score_histogram(scores):
     figure, axes = _figure(HALF, 3.0)
     axes.hist(scores, bins=range(0, 105, 5), color="#4c6ef5", edgecolor="white")
     mean, median = statistics.mean(scores), statistics.median(scores)
@@ -92,10 +81,10 @@ def _score_histogram(scores, path):
     axes.legend(loc="upper left", fontsize=8, frameon=False)
     axes.set(xlim=(0, 100), xlabel="score", ylabel="submissions")
     axes.yaxis.get_major_locator().set_params(integer=True)
-    return _save(figure, path)
+    return _save(figure)
 
 
-def _hbar(labels, values, colors, path, xlabel, xlim=None, fmt="{:g}", width=HALF):
+def _hbar(labels, values, colors, xlabel, xlim=None, fmt="{:g}", width=HALF):
     rows = sum(label.count("\n") + 1 for label in labels)
     figure, axes = _figure(width, 0.8 + 0.16 * rows + 0.12 * len(labels))
     positions = range(len(labels))[::-1]
@@ -108,15 +97,15 @@ def _hbar(labels, values, colors, path, xlabel, xlim=None, fmt="{:g}", width=HAL
     axes.set_xlim(0, xlim or max(values) * 1.15)
     if xlim is None:
         axes.xaxis.get_major_locator().set_params(integer=True)
-    return _save(figure, path)
+    return _save(figure)
 
 
-def _times(times, path):
+def _times(times):
     figure, axes = _figure(HALF, 3.0)
     axes.hist(times, bins=min(30, max(5, len(times))), color="#12b886", edgecolor="white")
     axes.set(xlabel="grading time per submission (s)", ylabel="submissions")
     axes.yaxis.get_major_locator().set_params(integer=True)
-    return _save(figure, path)
+    return _save(figure)
 
 
 # ----------------------------------------------------------------- statistics
@@ -145,12 +134,46 @@ def _part_rows(documents, bugs):
         got = [(document.get("extra_data") or {}).get("parts", {}).get(part, 0) for _, document in documents]
         full = sum(t.get("max_score", 0) for t in (documents[0][1].get("tests", []) if documents else [])
                    if t["name"].startswith(part + ": "))
-        common = [(title, n) for (p, title), n in bugs.most_common() if p == part][:1]
+        counts = [(title, n) for (p, title), n in bugs.most_common() if p == part]
+        # Every bug tied for the most submissions, not whichever Counter happened to list first.
+        common = "; ".join(title for title, n in counts if n == counts[0][1]) + f" ({counts[0][1]})" if counts else "–"
         rows.append([part, f"{full:g}", f"{statistics.mean(got):.1f}" if got else "–",
                      f"{statistics.median(got):g}" if got else "–",
                      f"{100 * sum(g >= full for g in got) / len(got):.0f}%" if got and full else "–",
                      f"{100 * sum(g <= 0 for g in got) / len(got):.0f}%" if got else "–",
-                     f"{common[0][0]} ({common[0][1]})" if common else "–"])
+                     common])
+    return rows
+
+
+def _flag_kinds_by_submission(documents):
+    """How many submissions carry each kind of flag: a student flagged twice for the same thing counts once."""
+    return Counter(kind.name for _, document in documents
+                   for kind in kinds_of((document.get("extra_data") or {}).get("flags", [])))
+
+
+def _flag_groups(documents):
+    """{group: [(key, flags of that group)]} for the groups some student's flags fall in, in GROUPS order."""
+    groups = {group: [] for group in GROUPS}
+    for key, document in documents:
+        mine = {}
+        for flag in (document.get("extra_data") or {}).get("flags", []):
+            mine.setdefault(kind_of(flag).group, []).append(flag)
+        for group, flags in mine.items():
+            groups[group].append((key, flags))
+    return {group: rows for group, rows in groups.items() if rows}
+
+
+def _student_rows(documents, hand_points):
+    rows = []
+    for key, document in documents:
+        extra = document.get("extra_data") or {}
+        parts = extra.get("parts") or {}
+        score = document.get("score", 0)
+        hand = hand_points.get(key)
+        kinds = ", ".join(kind.name for kind in kinds_of(extra.get("flags", [])))
+        rows.append([(key, f"{key}/feedback.html"), f"{score:g}", *[f"{parts.get(p, 0):g}" for p in PARTS],
+                     "–" if hand is None else f"{hand:g}", f"{score + (hand or 0):g}",
+                     ("not graded: " + extra["error"]) if extra.get("error") else kinds])
     return rows
 
 
@@ -187,6 +210,8 @@ th { color: var(--muted); font-weight:600; background:#fafbfc; }
 td.num, th.num { text-align:right; font-variant-numeric: tabular-nums; }
 .empty { color: var(--muted); font-style: italic; }
 a { color: #364fc7; text-decoration: none; } a:hover { text-decoration: underline; }
+.card h3 { font-size:14px; margin:14px 0 6px; }
+h3 + table th:first-child { width: 150px; }  /* the flag groups' tables line up */
 .swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; }
 """
 
@@ -206,38 +231,45 @@ def _table(header, rows, numeric=()):
 
 
 def _plot_card(title, image, empty="None.", note=""):
-    body = f'<img src="report/{image}" alt="{html.escape(title)}">' if image else f'<p class="empty">{empty}</p>'
+    body = f'<img src="{image}" alt="{html.escape(title)}">' if image else f'<p class="empty">{empty}</p>'
     note = f"<p class=sub>{note}</p>" if note and image else ""
     return f'<section class="card"><h2>{html.escape(title)}</h2>{note}{body}</section>'
 
 
+def _flags_card(documents):
+    groups = _flag_groups(documents)
+    if not groups:
+        return '<section class="card"><h2>Who carries which flags</h2><p class="empty">No flags.</p></section>'
+    body = "".join(f"<h3>{html.escape(group)} ({len(rows)})</h3>"
+                   + _table(["student", "flags"], [[(key, f"{key}/feedback.html"), "; ".join(flags)]
+                                                   for key, flags in rows])
+                   for group, rows in groups.items())
+    return f'<section class="card"><h2>Who carries which flags</h2>{body}</section>'
+
+
 def write_report(out):
-    """Write DIR/report.html and DIR/report/*.png; returns the path of the page."""
+    """Write DIR/report.html, plots and all; returns the path of the page."""
     out = Path(out)
     documents = load_documents(out)
-    images = out / "report"
-    images.mkdir(parents=True, exist_ok=True)
-    for old in images.glob("*.png"):
-        old.unlink()
     scores = [document.get("score", 0) for _, document in documents]
     times = [document.get("execution_time", 0) for _, document in documents]
     rates = _pass_rates(documents)
     bugs = _named_bugs(documents)
-    flags = Counter(flag_kind(flag) for _, d in documents for flag in (d.get("extra_data") or {}).get("flags", []))
+    flags = _flag_kinds_by_submission(documents)
+    hand_points, _ = hand_grading.points_of(out)
 
-    plots = {"scores": _score_histogram(scores, images / "scores.png") if documents else None}
+    plots = {"scores": _score_histogram(scores) if documents else None}
     plots["tests"] = _hbar([TEST_KEYS.get(name, name).removeprefix("test_") for name, _ in rates],
                            [rate for _, rate in rates],
                            [COLORS.get(name.split(": ")[0], "#868e96") for name, _ in rates],
-                           images / "pass_rates.png", "submissions passing (%)", xlim=112, fmt="{:.0f}%",
-                           width=FULL) if rates else None
+                           "submissions passing (%)", xlim=112, fmt="{:.0f}%", width=FULL) if rates else None
     top = bugs.most_common(12)
     plots["bugs"] = _hbar([textwrap.fill(f"{title} ({SHORT[part]})", 36) for (part, title), _ in top],
                           [n for _, n in top], [COLORS.get(part, "#868e96") for (part, _), _ in top],
-                          images / "named_bugs.png", "submissions") if top else None
+                          "submissions") if top else None
     plots["flags"] = _hbar([kind for kind, _ in flags.most_common()], [n for _, n in flags.most_common()],
-                           "#f59f00", images / "flags.png", "submissions") if flags else None
-    plots["times"] = _times(times, images / "grading_time.png") if documents else None
+                           "#f59f00", "submissions") if flags else None
+    plots["times"] = _times(times) if documents else None
 
     legend = " ".join(f'<span class="swatch" style="background:{c}"></span>{html.escape(p)}'
                       for p, c in COLORS.items())
@@ -246,6 +278,7 @@ def write_report(out):
              ("median score", f"{statistics.median(scores):g}" if scores else "–"),
              ("full marks", sum(s >= 100 for s in scores)),
              ("with errors", len(_error_rows(documents))),
+             ("graded by hand", len(set(hand_points) & {key for key, _ in documents})),
              ("median grading time", f"{statistics.median(times):.0f} s" if times else "–")]
     body = [f"<h1>Transformer from scratch: class report</h1><p class=sub>{html.escape(str(out.resolve()))} · "
             f"generated {datetime.now():%Y-%m-%d %H:%M}</p>",
@@ -262,10 +295,15 @@ def write_report(out):
             _plot_card("Pass rate of each check", plots["tests"], "No checks.", legend),
             '<div class="grid">',
             _plot_card("Most common named bugs", plots["bugs"], "No bug was named.", "coloured by part, as above"),
-            _plot_card("Flags by kind", plots["flags"], "No flags."),
+            _plot_card("Flags by kind", plots["flags"], "No flags.", "submissions with at least one such flag"),
             "</div><div style='height:16px'></div>",
             '<section class="card"><h2>Submissions with errors</h2>'
-            + _table(["student", "score", "what happened"], _error_rows(documents), numeric=(1,)) + "</section>"]
+            + _table(["student", "score", "what happened"], _error_rows(documents), numeric=(1,)) + "</section>",
+            _flags_card(documents),
+            '<section class="card"><h2>Every student</h2><p class=sub>hand: points entered in '
+            f"{hand_grading.CSV_NAME} (– not yet); total: score + hand</p>"
+            + _table(["student", "score", *[SHORT[p] for p in PARTS], "hand", "total", "flags"],
+                     _student_rows(documents, hand_points), numeric=tuple(range(1, 9))) + "</section>"]
     page = out / "report.html"
     page.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                     f"<title>Class report</title><style>{CSS}</style></head><body><main>{''.join(body)}</main>"
@@ -283,9 +321,11 @@ def write_safely(out):
 
 
 def rebuild(out):
-    """Every student's feedback and the class report, from the results.json files already in DIR."""
+    """Every student's feedback, grades.csv (with the hand-graded points) and the class report, from the
+    results.json files already in DIR."""
     documents = load_documents(out)
     for key, document in documents:
         feedback.write_feedback(Path(out) / key, document)
+    write_gradebook(out, gradebook_documents(out), say_problems=True)
     write_report(out)
     return len(documents)

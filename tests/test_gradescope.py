@@ -46,12 +46,25 @@ def unzip(archive_path, destination):
                 target.chmod(mode)
 
 
-def gradescope_root(tmp_path, exported, uploads):
-    """tmp_path/autograder laid out as on Gradescope, with `uploads` (name -> bytes) as the student's upload."""
+def submission_metadata(*sids):
+    """Gradescope's submission_metadata.json as its documentation shows it, with a roster `sid` per submitter."""
+    users = [{"email": f"student{i}@example.com", "id": 1000 + i, "name": f"Student {i}",
+              **({} if sid is None else {"sid": sid})} for i, sid in enumerate(sids)]
+    return {"id": 123456, "created_at": "2026-12-01T14:22:32.365935+09:00",
+            "assignment": {"id": 25828, "course_id": 1234, "title": "Assignment 2-1", "group_submission": False,
+                           "group_size": None, "total_points": "100.0"},
+            "submission_method": "upload", "users": users, "previous_submissions": []}
+
+
+def gradescope_root(tmp_path, exported, uploads, metadata=None):
+    """tmp_path/autograder laid out as on Gradescope, with `uploads` (name -> bytes) as the student's upload
+    and `metadata` as submission_metadata.json."""
     root = tmp_path / "autograder"
     unzip(exported, root / "source")
     (root / "submission").mkdir()
     (root / "results").mkdir()
+    if metadata is not None:
+        (root / "submission_metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     for name, data in uploads.items():
         (root / "submission" / name).write_bytes(data)
     return root
@@ -127,6 +140,71 @@ def test_reference_notebook_scores_100(exported, tmp_path):
     failed = [f"{t['name']}: {t.get('output')}" for t in document["tests"] if t["score"] < t["max_score"]]
     assert document["score"] == TOTAL, failed
     assert document["extra_data"]["student_id"] == "2024-12345"
+
+
+def test_student_id_comes_from_gradescope_metadata(exported, tmp_path):
+    # Students upload files under any name on Gradescope; the roster's sid says who they are.
+    upload = {"my notebook.ipynb": bytes(range(256)) * 40}
+    document = run_autograder(gradescope_root(tmp_path, exported, upload, submission_metadata("2024-12345")))
+    assert document["extra_data"]["student_id"] == "2024-12345"
+    assert document["extra_data"]["source"] == "my notebook.ipynb"
+    assert not [flag for flag in document["extra_data"]["flags"] if "student ID" in flag]
+    assert "student ID" not in document["output"]
+
+
+@pytest.mark.parametrize("metadata, expected", [
+    (submission_metadata("2024-12345"), ("2024-12345", None)),
+    (submission_metadata(None, " 2024-54321 ", "2024-12345"), ("2024-54321", None)),
+    (submission_metadata("12345"), (None, "not a valid YYYY-NNNNN (sid: 12345)")),
+    (submission_metadata(None), (None, "not a valid YYYY-NNNNN (sid: none)")),
+    ({"users": []}, (None, "names no submitter")),
+    (["not", "an", "object"], (None, "names no submitter")),
+])
+def test_student_id_from_metadata(tmp_path, metadata, expected):
+    from autograder.gradescope import student_id_from_metadata
+    path = tmp_path / "submission_metadata.json"
+    path.write_text(json.dumps(metadata), encoding="utf-8")
+    student_id, problem = student_id_from_metadata(path)
+    assert student_id == expected[0]
+    assert (problem is None) if expected[1] is None else expected[1] in problem
+    assert student_id_from_metadata(tmp_path / "missing.json") == (None, "Gradescope gave no submission metadata")
+    path.write_text("{not json", encoding="utf-8")
+    assert student_id_from_metadata(path)[0] is None
+
+
+def _intake_only(path, settings):
+    """grade_submission without the checks: the same intake, so the same ID and file-name flags."""
+    from autograder import unpack
+    from autograder.pipeline import results_document, row_key
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        intake = unpack.intake(Path(path), Path(folder))
+    key = row_key(path, intake.student_id)
+    return key, results_document(key, {}, flags=list(intake.flags), error="checks not run in this test",
+                                 extra={"source": Path(path).name})
+
+
+@pytest.mark.parametrize("upload_name, sids, key, flagged", [
+    ("whatever.ipynb", ("2024-12345",), "2024-12345", False),
+    ("2024-22222.ipynb", ("2024-12345",), "2024-12345", False),   # the roster wins over the file name
+    ("2024-22222.tar.gz", ("bogus",), "2024-22222", False),       # no valid sid: the file name's
+    ("whatever.ipynb", ("bogus",), "unknown-whatever.ipynb", True),
+])
+def test_grade_upload_picks_the_id(tmp_path, monkeypatch, upload_name, sids, key, flagged):
+    from autograder import gradescope, pipeline
+    monkeypatch.setattr(pipeline, "grade_submission", _intake_only)
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "submission" / upload_name).write_bytes(MASTER.read_bytes() if upload_name.endswith(".ipynb")
+                                                         else collect_submission_archive(MASTER.read_bytes()))
+    (tmp_path / "meta.json").write_text(json.dumps(submission_metadata(*sids)), encoding="utf-8")
+    document = gradescope.grade_upload(tmp_path / "submission", tmp_path / "meta.json")
+    assert document["extra_data"]["student_id"] == key
+    notes = [flag for flag in document["extra_data"]["flags"] if flag.startswith("no student ID")]
+    assert bool(notes) == flagged, document["extra_data"]["flags"]
+    if flagged:
+        assert "sid: bogus" in notes[0] and notes[0] in document["output"]
+    else:
+        assert not [flag for flag in document["extra_data"]["flags"] if "student ID" in flag]
 
 
 def test_garbage_upload_scores_0_with_the_reason(exported, tmp_path):

@@ -530,7 +530,8 @@ def test_killed_batch_resumes_without_regrading_and_force_regrades(tmp_path):
     for key, before in finished.items():
         after = (out / key / "results.json").stat()
         assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), f"{key} was regraded"
-    assert f"({len(finished)} reused from earlier runs)" in completed.stderr
+    assert f"reused {len(finished)} of {len(keys)}" in completed.stderr
+    assert f"{len(keys)} submissions: {len(keys) - len(finished)} graded, {len(finished)} reused" in completed.stderr
     first = {key: json.loads((out / key / "results.json").read_text(encoding="utf-8")) for key in keys}
     assert rows_of(out) == keys
 
