@@ -9,7 +9,6 @@
 import contextlib
 import io
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -187,4 +186,4 @@ def grade_submission(path, settings):
         return key, results_document(key, outcomes, flags=flags, withheld=withheld,
                                      elapsed=time.monotonic() - started, extra=extra)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        sandbox.remove_tree(workdir)
