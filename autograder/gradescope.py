@@ -51,8 +51,8 @@ venv="$root/venv"
 export DEBIAN_FRONTEND=noninteractive
 
 apt-get update
-# bubblewrap is the grader's sandbox for student code. Where the container forbids namespaces the
-# grader falls back to a weaker one and says so in each result, so a failure here is not fatal.
+# bubblewrap is the grader's sandbox for student code. Where it cannot be installed or the container forbids
+# the namespaces it needs, the grader refuses to run student code: each upload then gets a row that says so.
 apt-get install -y --no-install-recommends bubblewrap || echo "WARNING: bubblewrap not installed" >&2
 # The pins (numpy 2.4 among them) need Python 3.11 or newer; older images get 3.11 from their own archive.
 if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
