@@ -144,8 +144,14 @@ def results_document(student_id, outcomes, *, flags, error=None, withheld=(), el
     }
 
 
-def grade_submission(path, settings):
-    """Grade one file; never raises for anything the submission does. Returns (row key, results)."""
+def set_aside_flag(set_aside):
+    return ("also submitted, not graded (the archive made by CollectSubmission.sh is preferred over a notebook, "
+            "then the newest file): " + ", ".join(set_aside))
+
+
+def grade_submission(path, settings, set_aside=()):
+    """Grade one file; never raises for anything the submission does. Returns (row key, results).
+    set_aside: names of the other files of the same row, which the batch chose not to grade (batch.py)."""
     started = time.monotonic()
     # The judge's own work is small; one thread keeps it from fighting the worker (and other jobs) for cores.
     torch.set_num_threads(1)
@@ -156,7 +162,8 @@ def grade_submission(path, settings):
     try:
         intake = unpack.intake(Path(path), workdir / "intake")
         key, flags = row_key(path, intake.student_id), list(intake.flags)
-        extra = {"submission_sha256": intake.sha256, "source": Path(path).name}
+        flags += [set_aside_flag(set_aside)] if set_aside else []
+        extra = {"submission_sha256": intake.sha256, "source": Path(path).name, "set_aside": list(set_aside)}
         if intake.error:
             return key, results_document(key, {}, flags=flags, error=intake.error,
                                          elapsed=time.monotonic() - started, extra=extra)
