@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import GRADER_VERSION, feedback, forkserver, report, unpack
+from . import GRADER_VERSION, feedback, forkserver, report, scratch, unpack
 from .pipeline import grade_submission, results_document, row_key, set_aside_flag
 from .rubric import PARTS, TOTAL
 
@@ -100,6 +100,14 @@ def _grade_safely(path, settings, set_aside=()):
         return key, document, problem
 
 
+def _start_pool_process(settings):
+    """A --jobs pool process removes its own temporary folders on SIGTERM/SIGINT (scratch.py), and starts its
+    fork server first, so the server imports torch while the process imports the grader."""
+    scratch.stop_on_signals()
+    if settings.reuse_interpreter:
+        forkserver.prestart(settings.limits, settings.isolation, settings.require_sandbox)
+
+
 def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
     """Grade every submission under `paths` into `out`. Returns (documents by key, grader failures)."""
     console = console or Console(stderr=True)
@@ -148,12 +156,8 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
         else:
             # spawn, not fork: the parent has torch (and its thread pools) loaded already.
             context = multiprocessing.get_context("spawn")
-            # Each pool process starts its fork server first, so the server imports torch while the
-            # process imports the grader.
-            start = {"initializer": forkserver.prestart,
-                     "initargs": (settings.limits, settings.isolation, settings.require_sandbox)}
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context,
-                                                        **(start if settings.reuse_interpreter else {})) as pool:
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_pool_process,
+                                                        initargs=(settings,)) as pool:
                 futures = {pool.submit(_grade_safely, path, settings, set_aside_of[path]): path for path in todo}
                 for future in concurrent.futures.as_completed(futures):
                     path = futures[future]

@@ -9,7 +9,7 @@ import glob
 import re
 import sys
 
-from . import forkserver, sandbox
+from . import forkserver, sandbox, scratch
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMG]?)i?B?$", re.IGNORECASE)
 
@@ -69,6 +69,8 @@ def build_parser():
 
 
 def grade(args):
+    # Temporary folders hold students' notebooks: a TA's Ctrl-C or a scheduler's SIGTERM must not leave them.
+    scratch.stop_on_signals()
     # Refused here, before any grading (and before importing torch): otherwise each submission's worker fails
     # to start and every check of every row reads "grader error while checking: SandboxUnavailable".
     available = sandbox.isolation_available()

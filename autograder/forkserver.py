@@ -19,11 +19,10 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from . import sandbox
+from . import sandbox, scratch
 
 
 
@@ -106,7 +105,7 @@ class ForkedWorker:
 class Forkserver:
     def __init__(self, limits, isolation="auto", require=False, start_timeout=120.0):
         self.key = (limits, isolation, require)
-        self.root = Path(tempfile.mkdtemp(prefix="autograde-workers-"))
+        self.root = scratch.make("autograde-workers-")
         code = sandbox.install_code(self.root / "code")
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
@@ -114,7 +113,7 @@ class Forkserver:
                                           require=require, stdin=theirs.fileno(), stdout=subprocess.DEVNULL)
         except BaseException:
             self.control.close()
-            shutil.rmtree(self.root, ignore_errors=True)
+            scratch.remove(self.root)
             raise
         finally:
             theirs.close()
@@ -228,7 +227,7 @@ class Forkserver:
         except (ProcessLookupError, PermissionError):
             pass
         self.process.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        scratch.remove(self.root)
 
 
 _shared = None

@@ -9,8 +9,6 @@
 import contextlib
 import io
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import GRADER_VERSION, audit, fingerprints, forkserver, sandbox, unpack
+from . import GRADER_VERSION, audit, fingerprints, forkserver, sandbox, scratch, unpack
 from .client import WorkerClient
 from .notebook_code import extract
 from .outcome import CheckFailed, Outcome, as_outcome
@@ -158,7 +156,7 @@ def grade_submission(path, settings, set_aside=()):
     if settings.reuse_interpreter:
         # The worker's interpreter imports torch while this process unpacks and reads the notebook.
         forkserver.prestart(settings.limits, settings.isolation, settings.require_sandbox)
-    workdir = Path(tempfile.mkdtemp(prefix="autograde-"))
+    workdir = scratch.make("autograde-")
     try:
         intake = unpack.intake(Path(path), workdir / "intake")
         key, flags = row_key(path, intake.student_id), list(intake.flags)
@@ -186,4 +184,4 @@ def grade_submission(path, settings, set_aside=()):
         return key, results_document(key, outcomes, flags=flags, withheld=withheld,
                                      elapsed=time.monotonic() - started, extra=extra)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        scratch.remove(workdir)

@@ -48,10 +48,11 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from . import scratch
 
 NOBODY = 65534
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +121,8 @@ def _bwrap_style() -> str | None:
         return None
     styles = ("privileged", "userns") if os.geteuid() == 0 else ("userns",)
     for style in styles:
-        with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as tmp:
+        tmp = scratch.make("sandbox-probe-")
+        try:
             probe = Path(tmp, "probe.py")
             probe.write_text("import sys\n")
             try:
@@ -130,6 +132,8 @@ def _bwrap_style() -> str | None:
             hand_over(Path(tmp), spec.uid)
             if _runs(spec.argv, env=spec.env, cwd=spec.cwd):
                 return style
+        finally:
+            scratch.remove(tmp)
     return None
 
 
