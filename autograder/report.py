@@ -35,8 +35,9 @@ FLAG_KINDS = (
     (r"found outside its own cell", "class outside its cell"),
     (r"no nbgrader metadata", "no nbgrader metadata"),
     (r"without a sandbox", "graded without sandbox"),
-    (r"^another file for", "several files submitted"),
-    (r"student id", "student ID problem"),
+    (r"^also submitted, not graded", "several files submitted"),
+    (r"student id|is not a submission name", "student ID problem"),
+    (r"nested too deeply|nested more than|characters of code|cells, more than the", "over the grader's limits"),
 )
 
 

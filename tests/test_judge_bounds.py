@@ -139,3 +139,12 @@ def test_bounded_submissions_get_rows_with_flags_through_the_cli(tmp_path):
         assert any(flag in f for f in extra["flags"]), (key, extra["flags"])
         expected = {**full, lost: 0}
         assert {part: extra["parts"][part] for part in full} == expected, (key, extra["parts"])
+
+
+def test_the_class_report_groups_these_flags():
+    from autograder.report import flag_kind
+
+    deep = extract(with_source_added("multi_head_attention", TOO_DEEP["not chain (MemoryError)"]))
+    big = extract(with_source_added("positional_encoding", "# " + "x" * MAX_CELL_CHARS))
+    flags = deep.flags + big.flags
+    assert flags and {flag_kind(f) for f in flags} == {"over the grader's limits"}

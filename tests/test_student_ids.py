@@ -135,3 +135,12 @@ def test_two_files_of_one_student_give_the_same_row_on_every_run(tmp_path):
     assert results["extra_data"]["set_aside"] == ["2023-00001 (1).ipynb"]
     notes = rows[0]["unknown-notes_for_2023-00001.ipynb"]
     assert "not valid JSON" in notes["error"] and "mentions 2023-00001" in notes["flags"]
+
+
+def test_the_class_report_groups_these_flags():
+    from autograder.pipeline import set_aside_flag
+    from autograder.report import flag_kind
+
+    assert flag_kind(set_aside_flag([f"{SID} (1).ipynb"])) == "several files submitted"
+    for name in ("notes_for_2023-00002.ipynb", "my_homework.tar.gz", "2023-00001_2023-00002.tar.gz"):
+        assert flag_kind(student_ids.read(name)[1]) == "student ID problem"
