@@ -34,6 +34,10 @@ EXTRACTED_NAME = "submission.ipynb"
 # extraction, nbgrader's checksums of locked cells) spends time and memory per cell; a class defined in a
 # dropped cell is "not defined", so only its part scores 0.
 MAX_CELLS = 1000
+# Each JSON object or list costs the judge about 70 bytes once parsed: 46 MB of "{}," became 1.1 GB. Counting
+# "{" and "[" in the raw bytes (strings included, so an over-count) bounds that before parsing; the handout
+# has about 200 (outputs add few: a text output is one list of lines, an image one base64 string).
+MAX_JSON_CONTAINERS = 1_000_000
 
 MiB = 2**20
 _NOTEBOOK_PREFIX = "assignment2-1"
@@ -191,6 +195,8 @@ def _parse_notebook(data: bytes, flags: list[str]) -> dict:
     """Structural checks only: nbformat.validate would be stricter than
     grading needs, and importing nbformat costs seconds (its jsonschema
     format checkers build a grammar at import time)."""
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_CONTAINERS:
+        raise IntakeError(f"notebook has more than {MAX_JSON_CONTAINERS:,} JSON objects and lists; not read")
     try:
         nb = json.loads(data)
     except (ValueError, RecursionError) as exc:

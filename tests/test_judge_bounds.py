@@ -148,3 +148,15 @@ def test_the_class_report_groups_these_flags():
     big = extract(with_source_added("positional_encoding", "# " + "x" * MAX_CELL_CHARS))
     flags = deep.flags + big.flags
     assert flags and {flag_kind(f) for f in flags} == {"over the grader's limits"}
+
+
+def test_a_notebook_of_millions_of_empty_objects_is_refused_before_parsing(tmp_path):
+    notebook = example_notebook()
+    text = json.dumps(notebook)
+    bomb = text[:-1] + ', "padding": [' + ",".join(["{}"] * unpack.MAX_JSON_CONTAINERS) + "]}"
+    path = tmp_path / "2098-00304.ipynb"
+    path.write_text(bomb)
+    result = unpack.intake(path, tmp_path / "work")
+    assert result.error == f"notebook has more than {unpack.MAX_JSON_CONTAINERS:,} JSON objects and lists; not read"
+    path.write_text(text)  # the same notebook without the padding is read
+    assert unpack.intake(path, tmp_path / "work").error is None
