@@ -75,3 +75,16 @@ def test_a_stopped_grader_leaves_no_temporary_folder(tmp_path, signum, jobs):
     # torch, imported by the judge, may make its empty compile-cache folder there: not the grader's, no student's.
     assert sorted(p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor_")) == []
     assert process.returncode == 128 + signum, stderr.read_text()[-3000:]
+    assert _processes_mentioning(tmp) == [], "a fork server or worker outlived the grader"
+
+
+def _processes_mentioning(folder):
+    """Pids whose command line names `folder` (the fork servers' and workers' do: their code lies there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(folder).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
