@@ -3,6 +3,9 @@
 A finished submission's results.json records its content hash and the grader's version; a rerun with
 the same --out reuses it unless --force, so a batch killed halfway loses nothing. grades.csv is rebuilt
 from the results of this batch at the end (and after each submission, so a kill leaves a usable file).
+
+Several files for one row (`ID.tar.gz` and `ID (1).ipynb`): one is chosen before anything is graded, the same
+on every run (choose_per_row), and only it is graded; the others are named in a flag on that row.
 """
 import concurrent.futures
 import hashlib
@@ -15,9 +18,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import GRADER_VERSION, feedback, forkserver, report, terminal, unpack
+from . import GRADER_VERSION, feedback, forkserver, report, scratch, terminal, unpack
 from .gradebook import write_gradebook
-from .pipeline import grade_submission, results_document, row_key
+from .pipeline import grade_submission, results_document, row_key, set_aside_flag
 
 
 def file_sha256(path):
@@ -28,6 +31,13 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
+def _hash_or_none(path):
+    try:
+        return file_sha256(path)
+    except OSError:  # a missing or unreadable file is graded (its row says why), never reused
+        return None
+
+
 def write_json_atomic(path, document):
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".json.tmp")
@@ -36,27 +46,61 @@ def write_json_atomic(path, document):
     os.replace(temporary, path)
 
 
-def cached_results(path, sha256):
+def cached_results(path, sha256, set_aside=()):
+    """The results of an earlier run, if they are what grading this file with these other files would give."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         extra = document["extra_data"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if extra.get("submission_sha256") == sha256 and extra.get("grader_version") == GRADER_VERSION:
+    if (extra.get("submission_sha256") == sha256 and extra.get("grader_version") == GRADER_VERSION
+            and extra.get("set_aside", []) == list(set_aside)):
         return document
     return None
 
 
-def _grade_safely(path, settings):
+def _preference(path):
+    """Sort key, best first: a CollectSubmission.sh archive over a bare notebook, then the newest, then the name.
+    Only the files themselves decide it, so every run and every resume chooses the same one."""
+    try:
+        newest_first = -path.stat().st_mtime_ns
+    except OSError:  # missing: it still gets its row ("file not found") if it is the only one
+        newest_first = 0
+    return (not path.name.lower().endswith((".tar.gz", ".tgz", ".tar")), newest_first, path.name, str(path))
+
+
+def choose_per_row(submissions):
+    """{row key: (the file graded for it, names of its other files)}, in the order of `submissions`."""
+    files = {}
+    for path in submissions:
+        files.setdefault(row_key(path, unpack.student_id_from_name(path)), []).append(path)
+    chosen = {}
+    for key, candidates in files.items():
+        best, *others = sorted(candidates, key=_preference)
+        chosen[key] = (best, sorted(p.name for p in others))
+    return chosen
+
+
+def _grade_safely(path, settings, set_aside=()):
     """Runs in a pool process. A grader bug becomes a row with the reason, never a lost submission."""
     try:
-        return grade_submission(path, settings) + (None,)
+        return grade_submission(path, settings, set_aside) + (None,)
     except Exception:  # noqa: BLE001 (a grader failure must still produce a row)
         key = row_key(path, unpack.student_id_from_name(Path(path)))
         problem = traceback.format_exc(limit=5)
-        document = results_document(key, {}, flags=[], error=f"grader error: {problem.strip().splitlines()[-1]}",
-                                    extra={"submission_sha256": file_sha256(path), "source": Path(path).name})
+        document = results_document(key, {}, flags=[set_aside_flag(set_aside)] if set_aside else [],
+                                    error=f"grader error: {problem.strip().splitlines()[-1]}",
+                                    extra={"submission_sha256": _hash_or_none(path), "source": Path(path).name,
+                                           "set_aside": list(set_aside)})
         return key, document, problem
+
+
+def _start_pool_process(settings):
+    """A --jobs pool process removes its own temporary folders on SIGTERM/SIGINT (scratch.py), and starts its
+    fork server first, so the server imports torch while the process imports the grader."""
+    scratch.stop_on_signals()
+    if settings.reuse_interpreter:
+        forkserver.prestart(settings.limits, settings.isolation, settings.require_sandbox)
 
 
 def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
@@ -72,9 +116,9 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
                  if isinstance(document, dict) and isinstance(document.get("extra_data"), dict)
                  and isinstance(document.get("score"), (int, float))}
     this_run = set()
-    for path in submissions:
-        key = row_key(path, unpack.student_id_from_name(path))
-        cached = None if force else cached_results(out / key / "results.json", file_sha256(path))
+    chosen = choose_per_row(submissions)
+    for key, (path, set_aside) in chosen.items():
+        cached = None if force else cached_results(out / key / "results.json", _hash_or_none(path), set_aside)
         if cached:
             documents[key] = cached
             this_run.add(key)
@@ -82,11 +126,9 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
                 feedback.write_safely(out / key, cached)
         else:
             todo.append(path)
+    set_aside_of = {path: set_aside for path, set_aside in chosen.values()}
 
     def finish(key, document, problem, path):
-        if key in this_run and documents[key]["extra_data"].get("source") != document["extra_data"].get("source"):
-            document["extra_data"]["flags"].append(f"another file for {key} was also submitted: "
-                                                   f"{documents[key]['extra_data'].get('source')}")
         documents[key] = document
         this_run.add(key)
         write_json_atomic(out / key / "results.json", document)
@@ -96,24 +138,20 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
         write_gradebook(out, documents)
 
     with terminal.progress_bar(console) as progress:
-        task = terminal.start_task(progress, total=len(submissions), reused=len(submissions) - len(todo))
+        task = terminal.start_task(progress, total=len(chosen), reused=len(chosen) - len(todo))
         if jobs <= 1:
             for path in todo:
                 # Students' text (file names here; flags and reasons in the summary table) is escaped: rich reads
                 # "[...]" as markup, and a stray closing tag such as a member named "[/bold]/x" raises.
                 progress.update(task, description=escape(path.name))
-                finish(*_grade_safely(path, settings), path)
+                finish(*_grade_safely(path, settings, set_aside_of[path]), path)
                 progress.advance(task)
         else:
             # spawn, not fork: the parent has torch (and its thread pools) loaded already.
             context = multiprocessing.get_context("spawn")
-            # Each pool process starts its fork server first, so the server imports torch while the
-            # process imports the grader.
-            start = {"initializer": forkserver.prestart,
-                     "initargs": (settings.limits, settings.isolation, settings.require_sandbox)}
-            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context,
-                                                        **(start if settings.reuse_interpreter else {})) as pool:
-                futures = {pool.submit(_grade_safely, path, settings): path for path in todo}
+            with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_pool_process,
+                                                        initargs=(settings,)) as pool:
+                futures = {pool.submit(_grade_safely, path, settings, set_aside_of[path]): path for path in todo}
                 for future in concurrent.futures.as_completed(futures):
                     path = futures[future]
                     try:
@@ -128,6 +166,6 @@ def grade_batch(paths, out, settings, *, jobs=1, force=False, console=None):
     write_gradebook(out, documents, say_problems=True)
     report.write_safely(out)
     graded = {key: documents[key] for key in this_run}
-    console.print(terminal.summary(graded, reused=len(submissions) - len(todo)))
+    console.print(terminal.summary(graded, reused=len(chosen) - len(todo)))
     return graded, failures
 

@@ -10,7 +10,7 @@ import glob
 import re
 import sys
 
-from . import forkserver, sandbox
+from . import forkserver, sandbox, scratch
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMG]?)i?B?$", re.IGNORECASE)
 
@@ -77,6 +77,8 @@ def build_parser():
 
 
 def grade(args):
+    # Temporary folders hold students' notebooks: a TA's Ctrl-C or a scheduler's SIGTERM must not leave them.
+    scratch.stop_on_signals()
     # Refused here, before any grading (and before importing torch): never a silent fall back to a weaker cage,
     # and never a batch of rows that all say the sandbox failed.
     try:

@@ -15,11 +15,10 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from . import sandbox
+from . import sandbox, scratch
 
 
 
@@ -104,7 +103,7 @@ class Forkserver:
     def __init__(self, limits, isolation="auto", require=False, start_timeout=120.0):
         self.key = (limits, isolation, require)
         self.limits = limits
-        self.root = Path(tempfile.mkdtemp(prefix="autograde-workers-"))
+        self.root = scratch.make("autograde-workers-")
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             code = sandbox.install_code(self.root / "code")
@@ -113,7 +112,7 @@ class Forkserver:
                                           stdout=subprocess.DEVNULL)
         except BaseException:
             self.control.close()
-            sandbox.remove_tree(self.root)
+            scratch.remove(self.root)
             raise
         finally:
             theirs.close()
@@ -216,7 +215,7 @@ class Forkserver:
         except (ProcessLookupError, PermissionError):
             pass
         self.process.wait()
-        sandbox.remove_tree(self.root)
+        scratch.remove(self.root)
 
 
 _shared = None

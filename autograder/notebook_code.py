@@ -5,6 +5,11 @@ lines (`%cd`, `!bash ...`) are blanked first. Only definitions survive (imports,
 cheap constant assignments), so a student's training loop, plots or Drive mount are never what grading
 waits on. Each part class is found by its nbgrader `grade_id` when the metadata is there, else by name
 (Colab can strip metadata). Line numbers are kept so tracebacks point at the student's own cell lines.
+
+The judge's own work is bounded, since a notebook is hostile input: a code cell longer than MAX_CELL_CHARS, the
+cells after the code passes MAX_SOURCE_CHARS in all, and a cell whose syntax tree is deeper than MAX_NESTING (or
+that makes the parser itself give up with RecursionError or MemoryError) are skipped with a flag, so a class
+they hold is "not defined" and only its part scores 0. (The number of cells is capped at intake, unpack.MAX_CELLS.)
 """
 import ast
 import re
@@ -20,6 +25,13 @@ GIVEN_CELLS = {"FFN": "ffn", "Transformer": "transformer"}
 _MAGIC = re.compile(r"^(\s*)[%!]")
 _CHEAP_CALLS = {"float", "int", "bool", "str", "tuple", "list", "dict", "set", "frozenset", "range", "len"}
 _COLAB_ONLY = ("google.colab",)
+
+# The handout's largest cell is 2.3 KB and its whole code about 24 KB: these leave honest work a hundredfold room.
+MAX_CELL_CHARS = 100_000
+MAX_SOURCE_CHARS = 1_000_000
+# Levels of the syntax tree. Honest code stays under 30; the checks below and the worker's compile() recurse
+# over the tree, so a deeper one (`a+a+...+a`, `-----1`) could exhaust their stack.
+MAX_NESTING = 200
 
 
 @dataclass
@@ -98,6 +110,38 @@ def code_cells(notebook):
         yield index, grade_id, str(source)
 
 
+def _depth(tree):
+    """Levels of the tree, counted without recursion (the point is not to trust its depth)."""
+    deepest, frontier = 0, [(tree, 1)]
+    while frontier:
+        node, level = frontier.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_NESTING:
+            break
+        frontier += [(child, level + 1) for child in ast.iter_child_nodes(node)]
+    return deepest
+
+
+def _parse_cell(source):
+    """(cleaned source, tree, None), or (None, None, why the cell cannot be read)."""
+    cleaned = source
+    try:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:  # most often IPython syntax; plain Python cells are left exactly as written
+            cleaned = blank_ipython_lines(source)
+            tree = ast.parse(cleaned)
+    except SyntaxError as exc:
+        return None, None, f"has a syntax error (line {exc.lineno}: {exc.msg})"
+    except ValueError as exc:  # a lone surrogate in the JSON: the parser cannot even encode the cell
+        return None, None, f"cannot be parsed ({type(exc).__name__})"
+    except (RecursionError, MemoryError):  # how CPython's parser refuses an absurdly nested expression
+        return None, None, "is nested too deeply to be read"
+    if _depth(tree) > MAX_NESTING:
+        return None, None, f"is nested more than {MAX_NESTING} levels deep"
+    return cleaned, tree, None
+
+
 def extract(notebook, wanted=tuple(PART_CELLS) + tuple(GIVEN_CELLS)):
     """Parse every code cell; keep the definitions; pick one definition of each wanted class."""
     wanted_cells = {**PART_CELLS, **GIVEN_CELLS}
@@ -106,20 +150,21 @@ def extract(notebook, wanted=tuple(PART_CELLS) + tuple(GIVEN_CELLS)):
     metadata_kept = False
     code = NotebookCode()
     statements = []  # (cell index, grade_id, node, unit)
+    total = 0
     for index, grade_id, source in code_cells(notebook):
         metadata_kept = metadata_kept or bool(grade_id)
-        cleaned = source
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:  # most often IPython syntax; plain Python cells are left exactly as written
-            cleaned = blank_ipython_lines(source)
-            try:
-                tree = ast.parse(cleaned)
-            except SyntaxError as exc:
-                code.flags.append(f"cell {index} has a syntax error (line {exc.lineno}: {exc.msg}); it was skipped")
-                continue
-        except ValueError as exc:  # a lone surrogate in the JSON: the parser cannot even encode the cell
-            code.flags.append(f"cell {index} cannot be parsed ({type(exc).__name__}); it was skipped")
+        if len(source) > MAX_CELL_CHARS:
+            code.flags.append(f"cell {index} holds {len(source):,} characters of code, more than the "
+                              f"{MAX_CELL_CHARS:,} allowed in one cell; it was skipped")
+            continue
+        total += len(source)
+        if total > MAX_SOURCE_CHARS:
+            code.flags.append(f"the notebook has more than {MAX_SOURCE_CHARS:,} characters of code; cell {index} "
+                              "and the cells after it were not read")
+            break
+        cleaned, tree, problem = _parse_cell(source)
+        if problem:
+            code.flags.append(f"cell {index} {problem}; it was skipped")
             continue
         code.cell_sources[index] = cleaned
         lines = cleaned.splitlines()

@@ -9,7 +9,6 @@
 import contextlib
 import io
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, unpack
+from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, scratch, unpack
 from .client import WorkerClient
 from .notebook_code import extract
 from .outcome import CheckFailed, Outcome, as_outcome
@@ -143,19 +142,26 @@ def results_document(student_id, outcomes, *, flags, error=None, withheld=(), el
     }
 
 
-def grade_submission(path, settings):
-    """Grade one file; never raises for anything the submission does. Returns (row key, results)."""
+def set_aside_flag(set_aside):
+    return ("also submitted, not graded (the archive made by CollectSubmission.sh is preferred over a notebook, "
+            "then the newest file): " + ", ".join(set_aside))
+
+
+def grade_submission(path, settings, set_aside=()):
+    """Grade one file; never raises for anything the submission does. Returns (row key, results).
+    set_aside: names of the other files of the same row, which the batch chose not to grade (batch.py)."""
     started = time.monotonic()
     # The judge's own work is small; one thread keeps it from fighting the worker (and other jobs) for cores.
     torch.set_num_threads(1)
     if settings.reuse_interpreter:
         # The worker's interpreter imports torch while this process unpacks and reads the notebook.
         forkserver.prestart(settings.limits, settings.isolation, settings.require_sandbox)
-    workdir = Path(tempfile.mkdtemp(prefix="autograde-"))
+    workdir = scratch.make("autograde-")
     try:
         intake = unpack.intake(Path(path), workdir / "intake")
         key, flags = row_key(path, intake.student_id), list(intake.flags)
-        extra = {"submission_sha256": intake.sha256, "source": Path(path).name}
+        flags += [set_aside_flag(set_aside)] if set_aside else []
+        extra = {"submission_sha256": intake.sha256, "source": Path(path).name, "set_aside": list(set_aside)}
         if intake.error:
             return key, results_document(key, {}, flags=flags, error=intake.error,
                                          elapsed=time.monotonic() - started, extra=extra)
@@ -186,4 +192,4 @@ def grade_submission(path, settings):
         return key, results_document(key, outcomes, flags=flags, withheld=withheld,
                                      elapsed=time.monotonic() - started, extra=extra)
     finally:
-        sandbox.remove_tree(workdir)
+        scratch.remove(workdir)

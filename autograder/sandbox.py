@@ -42,11 +42,12 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from . import scratch
 
 NOBODY = 65534
 # As root, each grading process gives its workers a uid of their own (WORKER_UID_BASE + its pid): RLIMIT_NPROC
@@ -134,7 +135,8 @@ def _bwrap_style() -> str | None:
     if not shutil.which("bwrap"):
         return None
     style = "privileged" if os.geteuid() == 0 else "userns"
-    with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as tmp:
+    tmp = scratch.make("sandbox-probe-")
+    try:
         probe = Path(tmp, "probe.py")
         probe.write_text("import sys\n")
         try:
@@ -142,6 +144,8 @@ def _bwrap_style() -> str | None:
         except SandboxUnavailable:
             return None
         return style if _runs(spec.argv, env=spec.env, cwd=spec.cwd) else None
+    finally:
+        scratch.remove(tmp)
 
 
 def _probe_unshare() -> bool:
@@ -205,9 +209,12 @@ def resolve_isolation(isolation: str, require: bool = False) -> str:
     if require and mode == "none":
         raise SandboxUnavailable("--require-sandbox, but --isolation none has no sandbox")
     if mode != "bwrap":
-        with tempfile.TemporaryDirectory(prefix="sandbox-check-") as folder:
+        folder = scratch.make("sandbox-check-")
+        try:
             os.chmod(folder, 0o755)
-            worker_command(Path(folder) / "worker.py", Path(folder), Limits(), isolation=mode)
+            worker_command(folder / "worker.py", folder, Limits(), isolation=mode)
+        finally:
+            scratch.remove(folder)
     return mode
 
 
@@ -473,18 +480,6 @@ def install_code(dest: Path) -> Path:
         os.chmod(entry, 0o444)
     os.chmod(dest, 0o555)
     return dest
-
-
-def remove_tree(path: Path) -> None:
-    """Remove a folder whatever a worker left in it: read-only folders, or a chain of folders thousands deep
-    (shutil.rmtree recurses, and raises RecursionError there). rm(1) walks the tree without recursion."""
-    path = Path(path)
-    if not (path.exists() or path.is_symlink()):
-        return
-    quiet = {"stdin": subprocess.DEVNULL, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if os.geteuid() != 0:  # root needs no permission bits to remove
-        subprocess.run(["chmod", "-R", "u+rwx", "--", str(path)], **quiet, check=False)
-    subprocess.run(["rm", "-rf", "--one-file-system", "--", str(path)], **quiet, check=False)
 
 
 def hand_over(scratch: Path, uid: int | None) -> None:

@@ -25,13 +25,21 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STUDENT_ID_RE = re.compile(r"\A[0-9]{4}-[0-9]{5}\Z")
+from . import student_ids
+from .student_ids import STUDENT_ID_RE, SUBMISSION_SUFFIXES  # noqa: F401 (part of this module's interface)
+
 NOTEBOOK_NAME = "Assignment2-1_Transformer_from_scratch.ipynb"
-SUBMISSION_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".ipynb")
 EXTRACTED_NAME = "submission.ipynb"
+# The handout has 31 cells. Cells past this many are dropped at intake, before anything downstream (the code
+# extraction, nbgrader's checksums of locked cells) spends time and memory per cell; a class defined in a
+# dropped cell is "not defined", so only its part scores 0.
+MAX_CELLS = 1000
+# Each JSON object or list costs the judge about 70 bytes once parsed: 46 MB of "{}," became 1.1 GB. Counting
+# "{" and "[" in the raw bytes (strings included, so an over-count) bounds that before parsing; the handout
+# has about 200 (outputs add few: a text output is one list of lines, an image one base64 string).
+MAX_JSON_CONTAINERS = 1_000_000
 
 MiB = 2**20
-_ID_ANYWHERE = re.compile(r"(?<![0-9])[0-9]{4}-[0-9]{5}(?![0-9])")
 _NOTEBOOK_PREFIX = "assignment2-1"
 _ASSIGNMENT_PREFIX = re.compile(r"assignment[0-9]+-[0-9]+")
 _CHUNK = 64 * 1024
@@ -83,31 +91,9 @@ def discover(paths: list[Path]) -> list[Path]:
     return sorted(found.values(), key=str)
 
 
-def _strip_suffix(name: str) -> str:
-    lower = name.lower()
-    for suffix in SUBMISSION_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def _id_and_note(path: Path) -> tuple[str | None, str | None]:
-    stem = _strip_suffix(path.name)
-    # Students copy the brackets from "[STUDENT_ID].tar.gz" in the handout.
-    bare = stem.strip().strip("[]()").strip()
-    if STUDENT_ID_RE.match(bare):
-        return bare, None
-    ids = set(_ID_ANYWHERE.findall(stem))
-    if len(ids) == 1:
-        return ids.pop(), f"student id taken from the longer file name {_show(path.name)}"
-    if len(ids) > 1:
-        return None, ("file name holds several student IDs "
-                      f"({', '.join(sorted(ids))}); none was used")
-    return None, "file name holds no valid student ID (YYYY-NNNNN)"
-
-
 def student_id_from_name(path: Path) -> str | None:
-    return _id_and_note(Path(path))[0]
+    """The row a file belongs to: student_ids.py says which names count."""
+    return student_ids.read(Path(path).name)[0]
 
 
 def _show(name: str, limit: int = 120) -> str:
@@ -124,7 +110,7 @@ def intake(path: Path, workdir: Path, *, max_member_bytes: int = 50 * MiB,
            max_total_bytes: int = 200 * MiB, max_members: int = 200) -> Intake:
     path = Path(path)
     workdir = Path(workdir)
-    sid, note = _id_and_note(path)
+    sid, note = student_ids.read(path.name)
     result = Intake(student_id=sid, source=path, sha256="", notebook=None,
                     notebook_name=None)
     if note:
@@ -210,6 +196,8 @@ def _parse_notebook(data: bytes, flags: list[str]) -> dict:
     """Structural checks only: nbformat.validate would be stricter than
     grading needs, and importing nbformat costs seconds (its jsonschema
     format checkers build a grammar at import time)."""
+    if data.count(b"{") + data.count(b"[") > MAX_JSON_CONTAINERS:
+        raise IntakeError(f"notebook has more than {MAX_JSON_CONTAINERS:,} JSON objects and lists; not read")
     try:
         nb = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -225,6 +213,10 @@ def _parse_notebook(data: bytes, flags: list[str]) -> dict:
         raise IntakeError("notebook has no list of cells")
     if not cells:
         raise IntakeError("notebook has no cells")
+    if len(cells) > MAX_CELLS:
+        flags.append(f"notebook has {len(cells):,} cells, more than the {MAX_CELLS:,} read; "
+                     f"cells from cell {MAX_CELLS} on were not read")
+        del cells[MAX_CELLS:]
     for number, cell in enumerate(cells, 1):
         if not _cell_is_usable(cell):
             raise IntakeError(f"notebook cell {number} is malformed")

@@ -615,7 +615,7 @@ def archive_cases(ctx):
                      _file("transformer.py", b"print(1)\n")]),
          "README.txt, a .py and a folder named [/bold] (rich markup), no notebook"),
         # On Linux a name is bytes: 0xff is no UTF-8 and reaches Python as the lone surrogate \udcff.
-        ("undecodable_name", f"{ID.format(54)}-\udcff.ipynb", ID.format(54), b"not a notebook",
+        ("undecodable_name", f"{ID.format(54)}-\udcff.ipynb", "unknown-2098-00054-_.ipynb", b"not a notebook",
          "file name with a byte that is not UTF-8 (and not JSON)"),
     ]
 

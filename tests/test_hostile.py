@@ -466,7 +466,7 @@ GRADED_WITH_A_FLAG = [
     ("wrong_notebook_name", "notebook name is not Assignment2-1_Transformer_from_scratch.ipynb: graded my_transformer.ipynb"),
     ("several_candidates", "several candidate notebooks: picked Assignment2-1_Transformer_from_scratch.ipynb"),
     ("bad_student_id", "file name holds no valid student ID (YYYY-NNNNN)"),
-    ("undecodable_name", "student id taken from the longer file name 2098-00054-?.ipynb"),
+    ("undecodable_name", "file name 2098-00054-?.ipynb mentions 2098-00054 but is not a submission name"),
 ]
 
 

@@ -302,7 +302,7 @@ def test_grade_batch_writes_feedback_and_report(tmp_path, monkeypatch):
         key = f"2023-{20001 + i}"
         (submissions / f"{key}.ipynb").write_text("{}", encoding="utf-8")
         prepared[key] = synthetic_document(key, story, rng)
-    monkeypatch.setattr(batch, "grade_submission", lambda path, settings: (Path(path).stem, prepared[Path(path).stem]))
+    monkeypatch.setattr(batch, "grade_submission", lambda path, settings, set_aside=(): (Path(path).stem, prepared[Path(path).stem]))
     documents, failures = batch.grade_batch([submissions], tmp_path / "out", Settings())
     assert not failures and set(documents) == set(prepared)
     for key in prepared:
@@ -343,7 +343,7 @@ def test_a_late_submission_graded_alone_keeps_the_class_in_the_gradebook(tmp_pat
     rng = random.Random(2)
     prepared = {f"2023-{30001 + i}": synthetic_document(f"2023-{30001 + i}", story, rng)
                 for i, story in enumerate(("bug", "perfect", "perfect"))}
-    monkeypatch.setattr(batch, "grade_submission", lambda path, settings: (Path(path).stem, prepared[Path(path).stem]))
+    monkeypatch.setattr(batch, "grade_submission", lambda path, settings, set_aside=(): (Path(path).stem, prepared[Path(path).stem]))
     on_time, late = tmp_path / "on_time", tmp_path / "late"
     for folder, keys in ((on_time, list(prepared)[:2]), (late, list(prepared)[2:])):
         folder.mkdir()

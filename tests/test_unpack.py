@@ -97,11 +97,17 @@ def test_bare_notebook(tmp_path, work):
     assert result.notebook_name == src.name and result.flags == []
 
 
-def test_id_from_longer_name_and_no_id(tmp_path, work):
+def test_id_from_an_lms_name_and_no_id(tmp_path, work):
+    wrapped = make_tar(tmp_path / f"smithjohn_1234_5678_{SID}-1.tar.gz", {NOTEBOOK_NAME: notebook_bytes()})
+    result = intake(wrapped, work)
+    assert graded(result) and result.student_id == SID
+    assert any("read from an LMS download's file name" in f for f in result.flags)
+
+    # A student's own longer name only mentions the ID (tests/test_student_ids.py has the whole rule).
     longer = make_tar(tmp_path / f"{SID}_hw2 (1).tar.gz", {NOTEBOOK_NAME: notebook_bytes()})
     result = intake(longer, work)
-    assert graded(result) and result.student_id == SID
-    assert any("student id taken from" in f for f in result.flags)
+    assert graded(result) and result.student_id is None
+    assert any(f"mentions {SID} but is not a submission name" in f for f in result.flags)
 
     nameless = make_tar(tmp_path / "my_homework.tar.gz", {NOTEBOOK_NAME: notebook_bytes()})
     result = intake(nameless, work)
