@@ -122,7 +122,8 @@ def grade_folder(tmp_path, monkeypatch, prepared, force=False):
     submissions.mkdir(exist_ok=True)
     for key in prepared:
         (submissions / f"{key}.ipynb").write_text("{}", encoding="utf-8")
-    monkeypatch.setattr(batch, "grade_submission", lambda path, settings: (Path(path).stem, prepared[Path(path).stem]))
+    monkeypatch.setattr(batch, "grade_submission",
+                        lambda path, settings, set_aside=(): (Path(path).stem, prepared[Path(path).stem]))
     batch.grade_batch([submissions], tmp_path / "out", Settings(), force=force)
     return tmp_path / "out"
 
@@ -169,7 +170,7 @@ def test_a_student_graded_later_gets_a_new_row_and_the_others_keep_theirs(tmp_pa
     late_folder = tmp_path / "late"
     late_folder.mkdir()
     (late_folder / "2023-61002.ipynb").write_text("{}", encoding="utf-8")
-    monkeypatch.setattr(batch, "grade_submission", lambda path, settings: (Path(path).stem, late[Path(path).stem]))
+    monkeypatch.setattr(batch, "grade_submission", lambda path, settings, set_aside=(): (Path(path).stem, late[Path(path).stem]))
     batch.grade_batch([late_folder], out, Settings())
     added, _ = hand_grading.write_sheet(out, report.load_documents(out))
     assert added == 1

@@ -142,7 +142,10 @@ def test_bounded_submissions_get_rows_with_flags_through_the_cli(tmp_path):
 
 
 def test_the_class_report_groups_these_flags():
-    from autograder.report import flag_kind
+    from autograder.flags import kind_of
+
+    def flag_kind(flag):
+        return kind_of(flag).name
 
     deep = extract(with_source_added("multi_head_attention", TOO_DEEP["not chain (MemoryError)"]))
     big = extract(with_source_added("positional_encoding", "# " + "x" * MAX_CELL_CHARS))

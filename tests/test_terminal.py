@@ -60,7 +60,7 @@ def test_progress_counts_every_submission_and_says_how_many_were_reused(tmp_path
     prepared = {f"2023-{70001 + i}": synthetic_document(f"2023-{70001 + i}", "perfect", rng) for i in range(5)}
     submissions = tmp_path / "submissions"
     submissions.mkdir()
-    monkeypatch.setattr(batch, "grade_submission", lambda path, settings: (Path(path).stem, prepared[Path(path).stem]))
+    monkeypatch.setattr(batch, "grade_submission", lambda path, settings, set_aside=(): (Path(path).stem, prepared[Path(path).stem]))
     for key in list(prepared)[:3]:
         (submissions / f"{key}.ipynb").write_text("{}", encoding="utf-8")
     for key in list(prepared)[:3]:  # what cached_results compares: the file's hash
