@@ -11,16 +11,18 @@ import pytest
 import torch
 
 import corpus
-from autograder import pipeline
+from autograder import pipeline, training_cause
 from autograder.checks import probe_attention, probe_pe
 from autograder.client import StudentError
 from autograder.notebook_code import extract
 from autograder.reference import load_arguments, reference
+from autograder.outcome import Outcome
 from autograder.rubric import RUBRIC
 from autograder.sandboxed import harness
 
-CHECK_FILES = {"PositionalEncoding": "test_positional_encoding.py", "MultiHeadAttention": "test_multi_head_attention.py"}
-PROBED = tuple(CHECK_FILES)
+CHECK_FILES = {"PositionalEncoding": "test_positional_encoding.py", "MultiHeadAttention": "test_multi_head_attention.py",
+               "Training": "test_training.py"}
+PROBED = ("PositionalEncoding", "MultiHeadAttention")
 
 
 class InProcessClient:
@@ -183,3 +185,39 @@ def test_scale_fit_reads_the_divisor():
     assert abs(probe_attention.fit_scale(torch.softmax(S / 3.0, -1), S, 3) - 1 / 3) < 1e-9
     assert abs(probe_attention.fit_scale(torch.softmax(S, -1) ** 2, S, 3) - 2) < 1e-9  # softmax(2S), unnormalised
     assert probe_attention.fit_scale(torch.rand(1, 1, 4, 8, generator=torch.Generator().manual_seed(3)), S, 3) is None
+
+
+# ----------------------------------------------------------------- Training: the likely cause
+
+def test_a_dtype_bug_is_caught_in_its_part_and_named_as_training_s_cause():
+    notebook = corpus.fill_handout(next(v for v in corpus.VARIANTS if v.name == "pe_float64_never_cast").answers)
+    outcomes = {**grade_part("PositionalEncoding", notebook), **grade_part("Training", notebook)}
+    assert set(failures(outcomes)) == {"test_pe_dtype", "test_training_loss_is_finite", "test_training_loss_falls"}
+    assert "must have the same dtype" in outcomes["test_training_loss_falls"].message
+    explained = training_cause.explain(outcomes)
+    for name in ("test_training_loss_is_finite", "test_training_loss_falls"):
+        assert explained[name].diagnosis == ("your PositionalEncoding failed its checks (dtype): a model built on it "
+                                             "cannot be expected to train")
+        assert explained[name].message == outcomes[name].message
+    assert explained["test_pe_dtype"] == outcomes["test_pe_dtype"]
+
+
+def test_training_cause_names_every_failed_part_and_their_properties():
+    outcomes = {name: Outcome(True) for name in RUBRIC}
+    outcomes["test_sdp_scale"] = Outcome(False, "factor 0.5", "your scores are divided by 2")
+    outcomes["test_pe_forward_adds_leading_rows"] = Outcome(False, "error 1.0")
+    outcomes["test_training_loss_falls"] = Outcome(False, "over 40 steps the loss went from 5 to 5")
+    explained = training_cause.explain(outcomes)
+    assert explained["test_training_loss_falls"].diagnosis == (
+        "your PositionalEncoding failed its checks (forward); your MultiHeadAttention failed its checks (scale): "
+        "a model built on them cannot be expected to train")
+    assert explained["test_training_loss_is_finite"] == outcomes["test_training_loss_is_finite"]
+    assert explained["test_sdp_scale"] == outcomes["test_sdp_scale"]
+
+
+def test_training_cause_says_plainly_when_every_part_passed():
+    outcomes = {name: Outcome(True) for name in RUBRIC}
+    outcomes["test_training_loss_is_finite"] = Outcome(False, "the loss is not finite from step 3 on")
+    diagnosis = training_cause.explain(outcomes)["test_training_loss_is_finite"].diagnosis
+    assert diagnosis.startswith("every part passed its own checks, so the failure comes from how they work together")
+    assert training_cause.explain({name: Outcome(True) for name in RUBRIC}) == {name: Outcome(True) for name in RUBRIC}
