@@ -701,12 +701,13 @@ def _build_variants() -> list[Variant]:
 VARIANTS = _build_variants()
 
 
-def write_corpus(directory) -> list[Variant]:
-    """Write every variant as <student_id>.ipynb under `directory`; returns the variants."""
+def write_corpus(directory, names=None) -> list[Variant]:
+    """Write every variant (or those named in `names`) as <student_id>.ipynb under `directory`; returns them."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for variant in VARIANTS:
+    chosen = [v for v in VARIANTS if names is None or v.name in names]
+    for variant in chosen:
         notebook = fill_handout(variant.answers)
         (directory / variant.filename).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
-    return list(VARIANTS)
+    return chosen
