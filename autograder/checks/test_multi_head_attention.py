@@ -143,6 +143,10 @@ def test_sdp_query_and_key_lengths_differ(student, measured):
         if P is None:
             fail(f"{what}: {problem}", "scaled_dot_product must work for any number of heads, queries and keys")
         scale = probe.fit_scale(P, probe.scores(Q, K), measured.softmax_axis)
+        if scale is None and measured.softmax_axis != 3:
+            fail(f"{what}: the weights are not a softmax over the keys of the scores times any one factor",
+                 f"your weights are normalised over {probe.AXES[measured.softmax_axis]} (see the softmax axis "
+                 "check), and that axis has another size here")
         if scale is None:
             fail(f"{what}: the weights are not a softmax of the scores times any one factor",
                  "at these sizes the weights are no longer a softmax of the scaled scores, although they are for "
