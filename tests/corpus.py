@@ -557,6 +557,9 @@ BUGS = [
     ("pe_forward_adds_last_rows", "PositionalEncoding", {"PositionalEncoding": Edited(
         (PE_REFERENCE_LIKE + "\n" + "PE[:, 0::2] = torch.sin(angle)\nPE[:, 1::2] = torch.cos(angle)",),
         (("return X + self.PE[:, :X.size(1)]", "return X + self.PE[:, -X.size(1):]"),))}),
+    ("pe_table_transposed", "PositionalEncoding", {"PositionalEncoding": Edited(
+        (PE_REFERENCE_LIKE + "\n" + "PE[:, 0::2] = torch.sin(angle)\nPE[:, 1::2] = torch.cos(angle)",),
+        (("self.register_buffer('PE', PE.unsqueeze(0))", "self.register_buffer('PE', PE.T.unsqueeze(0))"),))}),
     ("mha_scaled_by_2", "MultiHeadAttention", {"MultiHeadAttention": [
         MHA_INIT, _mha_sdp(scores="Q @ K.transpose(-2, -1) / 2")]}),
     ("mha_masked_scores_minus_one", "MultiHeadAttention", {"MultiHeadAttention": [

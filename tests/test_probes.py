@@ -87,6 +87,8 @@ EXPECTED = {
     "pe_forward_scales_input": ({"test_pe_forward_adds_leading_rows"}, r"forward multiplies X by 4"),
     "pe_forward_adds_last_rows": ({"test_pe_forward_adds_leading_rows"},
                                   r"forward adds rows \[13, 14, 15, 16, 17, 18, 19\] of the table"),
+    "pe_table_transposed": ({"test_pe_buffer_shape", "test_pe_values_match_formula", "test_pe_forward_adds_leading_rows"},
+                            r"the table is transposed"),
     "mha_scaled_by_sqrt_dim": ({"test_sdp_scale"}, r"your scores are divided by 5.66; √word_dim is 4"),
     "mha_not_scaled": ({"test_sdp_scale"}, r"your scores are not scaled"),
     "mha_softmax_over_queries": ({"test_sdp_softmax_over_keys", "test_sdp_key_padding_mask", "test_sdp_causal_mask"},

@@ -202,7 +202,7 @@ def composed(sdp, weights, inputs, heads, mask=None, wiring=CORRECT):
     parts = [split(project(inputs[wiring[role][1]], weights[wiring[role][0]]), heads, wiring["split_interleaved"])
              for role in ("query", "key", "value")]
     attended = first_tensor(sdp(*[p.float() for p in parts], mask))
-    if attended is None:
+    if attended is None or tuple(attended.shape) != tuple(parts[0].shape[:3]) + (parts[2].shape[3],):
         return None
     out = combine(attended.double(), wiring["combine_interleaved"])
     return project(out, weights["W_o"]) if wiring["output_projection"] else out

@@ -202,7 +202,8 @@ def test_forward_matches_composition(student):
             fail(str(error), forward_error_cause(student, weights, inputs, mask))
         expected = probe.composed(sdp, weights, inputs, HEADS, mask)
         if expected is None:
-            fail(f"{what}: scaled_dot_product does not return a tensor", "see the check of what it returns")
+            fail(f"{what}: scaled_dot_product does not return one tensor of shape (batch, heads, len_q, word_dim)",
+                 "forward combines what scaled_dot_product returns: see the check of its output")
         try:
             assert_close(got, expected.float(), f"{what}, against W_o(combine(your scaled_dot_product over the "
                                                  "split projections))")

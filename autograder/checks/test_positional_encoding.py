@@ -3,7 +3,6 @@
 Each check reads the table wherever the student keeps it (buffer, parameter or attribute), so a table with
 the right values stored the wrong way loses the storage check only.
 """
-import pytest
 import torch
 
 from autograder.checks import probe_pe
@@ -62,22 +61,29 @@ def test_pe_values_match_formula(student):
             fail(str(mismatch), _table_diagnosis(student))
 
 
+def forward_error_cause(student):
+    """Why forward raised for a short input, measured: the table's shape, or a forward that only fits full length."""
+    result = table_of(student, dim=16, seq_len_max=20)
+    if tuple(result["PE"].shape) != (1, 20, 16):
+        return (f"forward raises with a table of shape {tuple(result['PE'].shape)}; it needs (1, seq_len_max, dim): "
+                "see the storage check")
+    whole = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(2))
+    full = student.run("pe", dim=16, seq_len_max=20, X=whole)
+    if full["forward_error"] is None and not probe_pe.describe_forward(whole, full["out"], full["PE"]):
+        return ("forward works for an input of seq_len_max positions but raises for a shorter one: it adds the whole "
+                "table; an input of seq_len positions gets the first seq_len rows")
+    return "forward raises an error for an input of 7 positions with seq_len_max=20"
+
+
 def test_pe_forward_adds_leading_rows(student):
     X = torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(1))
-    try:
-        result = student.run("pe", dim=16, seq_len_max=20, X=X)
-    except pytest.fail.Exception as error:
-        whole = torch.randn(3, 20, 16, generator=torch.Generator().manual_seed(2))
-        try:
-            full = student.run("pe", dim=16, seq_len_max=20, X=whole)
-        except pytest.fail.Exception:
-            raise error from None
-        if full["PE"] is not None and not probe_pe.describe_forward(whole, full["out"], full["PE"]):
-            fail(str(error), "forward works for an input of seq_len_max positions but raises for a shorter one: "
-                             "it adds the whole table; an input of seq_len positions gets the first seq_len rows")
-        raise
+    result = student.run("pe", dim=16, seq_len_max=20, X=X)
+    if result["forward_error"] is not None:
+        fail(f"your code raised an error:\n{result['forward_error']}", forward_error_cause(student))
     # Against the student's own table, so a wrong table is not paid for twice.
-    table = result["PE"] if result["PE"] is not None else probe_pe.formula(16, 20)[None].float()
+    table = result["PE"]
+    if not isinstance(table, torch.Tensor) or tuple(table.shape) != (1, 20, 16):
+        table = probe_pe.formula(16, 20)[None]  # the table's own checks say what is wrong with it
     out = result["out"]
     try:
         assert_close(out.double() if isinstance(out, torch.Tensor) else out, X.double() + table.double()[:, :7],

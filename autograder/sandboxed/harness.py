@@ -111,11 +111,15 @@ def _sendable(value):
 def op_pe(ns, dim, seq_len_max, X):
     pe = ns["PositionalEncoding"](dim, seq_len_max)
     stored_as, table = _stored_table(pe)
-    with torch.no_grad():
-        out = pe(X)
+    # A forward that raises still leaves the table to be checked: the error goes back as the forward's answer.
+    try:
+        with torch.no_grad():
+            out, forward_error = pe(X), None
+    except Exception as exc:  # noqa: BLE001
+        out, forward_error = None, describe_exception(exc)
     return {"PE": _sendable(table), "stored_as": stored_as, "dtype": _dtype_name(table),
             "parameters": [name for name, _ in pe.named_parameters()], "out": _sendable(out),
-            "out_dtype": _dtype_name(out)}
+            "out_dtype": _dtype_name(out), "forward_error": forward_error}
 
 
 def _linear_info(module):
