@@ -103,9 +103,14 @@ def modelled_weights(S, scale, axis, mask=None):
     return torch.softmax(S, dim=axis)
 
 
-def describe_scale(scale, expected):
+def _zeros_without_mask(P):
+    zeros = int((P == 0).sum()) if P is not None else 0
+    return f" ({zeros} of {P.numel()} weights are exactly 0 although no mask was given)" if zeros else ""
+
+
+def describe_scale(scale, expected, P=None):
     if scale is None:
-        return "the weights are not a softmax of the scores Q·Kᵀ times any one number"
+        return "the weights are not a softmax of the scores Q·Kᵀ times any one number" + _zeros_without_mask(P)
     if abs(scale - 1) < 1e-3:
         return f"your scores are not scaled; the reference divides them by {1 / expected:.3g} (√word_dim)"
     if scale < 0:
@@ -122,7 +127,8 @@ def describe_axis(measured):
     if high - low < SUM_TOLERANCE:
         return (f"each query's weights over the keys sum to {low:.3g}, not 1: the weights are scaled after the "
                 "softmax")
-    return f"each query's weights over the keys sum to between {low:.3g} and {high:.3g}, not 1"
+    return f"each query's weights over the keys sum to between {low:.3g} and {high:.3g}, not 1" + _zeros_without_mask(
+        measured.P)
 
 
 def describe_masking(P_masked, P_open, mask, S, scale, axis):

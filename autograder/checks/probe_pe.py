@@ -165,7 +165,7 @@ def describe_forward(X, out, table):
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(X.shape):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         return [f"forward returns {shape} for an input of shape {tuple(X.shape)}; it must keep the input's shape"]
-    if not isinstance(table, torch.Tensor) or table.numel() % X.shape[-1]:
+    if not isinstance(table, torch.Tensor) or table.numel() % X.shape[-1] or table.numel() > 2**20:
         return ["forward's output is not the input plus rows of a table of width dim"]
     X, out = X.double(), out.double()
     rows = table.detach().double().reshape(-1, X.shape[-1])

@@ -86,7 +86,7 @@ def test_sdp_scale(student, reference, measured, reference_scale):
     if scale is None or abs(scale / reference_scale - 1) > 1e-3:
         found = "no single factor fits" if scale is None else f"factor {scale:.4g}"
         fail(f"the weights fitted as a softmax of the scores Q·Kᵀ times a factor: {found}; expected "
-             f"{reference_scale:.4g}", probe.describe_scale(scale, reference_scale))
+             f"{reference_scale:.4g}", probe.describe_scale(scale, reference_scale, measured.P))
     for what, Q, K in other_sizes():
         P, _ = probe.read_weights(student.run, Q, K)
         expected, _ = probe.read_weights(reference.run, Q, K)
