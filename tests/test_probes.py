@@ -12,6 +12,7 @@ import torch
 
 import corpus
 from autograder import pipeline, training_cause
+from autograder.bug_variants import FINGERPRINTS
 from autograder.checks import probe_attention, probe_pe
 from autograder.client import StudentError
 from autograder.notebook_code import extract
@@ -135,6 +136,13 @@ def test_bug_fails_its_property_with_a_diagnosis(variant):
     # Words, never the code that fixes it.
     for diagnosis in diagnoses:
         assert not re.search(r"\b(self|torch|nn|F)\.\w|masked_fill|softmax\(", diagnosis), diagnosis
+
+
+@pytest.mark.parametrize("fingerprint", [f for f in FINGERPRINTS if f.part in PROBED], ids=lambda f: f.id)
+def test_catalogued_bug_gets_a_diagnosis_on_every_failed_check(fingerprint):
+    outcomes = grade_part(fingerprint.part, corpus.fill_handout({fingerprint.part: list(fingerprint.answers)}))
+    failed = failures(outcomes)
+    assert failed and all(outcome.diagnosis for outcome in failed.values()), failed
 
 
 CORRECT = [(v, part) for v in corpus.VARIANTS if v.part is None for part in PROBED if part in v.answers]

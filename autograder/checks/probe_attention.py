@@ -131,9 +131,32 @@ def describe_axis(measured):
         measured.P)
 
 
+def _implied_masked_scores(P_masked, S, scale, allowed, leaked, axis):
+    """The score each leaking masked key must have had, from its row's normaliser over the allowed keys."""
+    log_p = P_masked.clamp_min(1e-300).log()
+    normaliser = (scale * S - log_p).masked_fill(~allowed | (P_masked == 0), float("nan")).nanmean(axis, keepdim=True)
+    return (log_p + normaliser)[leaked]
+
+
+def _describe_leak(P_masked, S, scale, allowed, leaked, axis):
+    heaviest = P_masked[leaked].max().item()
+    if scale is not None and allowed.any():
+        implied = _implied_masked_scores(P_masked, S, scale, allowed, leaked, axis)
+        if implied.numel() and (implied - (scale * S)[leaked]).abs().max().item() < 1e-3:
+            return (f"the mask is not applied: masked keys keep the weight they have without a mask (up to "
+                    f"{heaviest:.3g}); a masked key's weight must be exactly 0")
+        if implied.numel() and (implied - implied.mean()).abs().max().item() < 1e-3:
+            fill = implied.mean().item()
+            fill = 0.0 if abs(fill) < 1e-6 else float(f"{fill:.3g}")
+            return (f"masked scores are set to {fill:g} instead of -inf, so masked keys still get weight (up to "
+                    f"{heaviest:.3g}); their weight must be exactly 0")
+    return (f"{int(leaked.sum())} masked (query, key) pairs get a nonzero weight (up to {heaviest:.3g}); "
+            "a masked key's weight must be exactly 0")
+
+
 def describe_masking(P_masked, P_open, mask, S, scale, axis):
     """How the weights under `mask` (True = may attend) differ from the unmasked ones renormalised over the
-    allowed keys, in words; "" when they agree."""
+    allowed keys (to the total they have without a mask), in words; "" when they agree."""
     allowed = mask.bool().expand_as(P_masked)
     finite = torch.isfinite(P_masked).all(axis, keepdim=True).expand_as(P_masked)
     zero = P_masked == 0
@@ -146,36 +169,26 @@ def describe_masking(P_masked, P_open, mask, S, scale, axis):
         where = "" if axis == 3 else (f" (your softmax runs over {AXES[axis]}: a key masked for all of them "
                                       "leaves nothing to normalise)")
         return f"{count} weights are NaN or infinite under the mask{where}"
-    zero = P_masked == 0
     leaked, lost = (~allowed & ~zero), (allowed & zero)
+    if leaked.any() and lost.any():
+        transposed = allowed.shape[-1] == allowed.shape[-2] and (zero == ~allowed.transpose(-2, -1)).all()
+        return ((f"the mask is applied transposed: it blocks queries where it should block keys; " if transposed
+                 else "") + f"{int(lost.sum())} allowed (query, key) pairs get weight 0 and {int(leaked.sum())} "
+                "masked pairs get weight; the mask's last axis indexes the keys")
     if leaked.any():
-        if scale is None or not allowed.any():
-            return f"{int(leaked.sum())} masked (query, key) pairs get a nonzero weight; a masked key's weight must be 0"
-        # Each row's log-normaliser from its allowed keys, then the score each masked key must have had.
-        normaliser = (scale * S - P_masked.clamp_min(1e-300).log()).masked_fill(~allowed | zero, float("nan"))
-        normaliser = normaliser.nanmean(axis, keepdim=True)
-        implied = (P_masked.clamp_min(1e-300).log() + normaliser)[leaked]
-        unchanged = (implied - (scale * S)[leaked]).abs().max().item() < 1e-3
-        heaviest = P_masked[leaked].max().item()
-        if unchanged:
-            return (f"the mask is not applied: masked keys keep the weight they have without a mask (up to "
-                    f"{heaviest:.3g}); a masked key's weight must be exactly 0")
-        if implied.numel() and (implied - implied.mean()).abs().max().item() < 1e-3:
-            fill = implied.mean().item()
-            return (f"masked scores are set to {0 if abs(fill) < 1e-6 else float(f'{fill:.3g}'):g} instead of -inf, so masked keys still "
-                    f"get weight (up to {heaviest:.3g}); their weight must be exactly 0")
-        return (f"{int(leaked.sum())} masked (query, key) pairs get a nonzero weight (up to {heaviest:.3g}); "
-                "a masked key's weight must be exactly 0")
+        return _describe_leak(P_masked, S, scale, allowed, leaked, axis)
     if lost.any():
         return f"{int(lost.sum())} allowed (query, key) pairs get weight 0 although the mask lets them attend"
+    open_sums = P_open.sum(axis, keepdim=True)
     expected = P_open * allowed
-    expected = expected / expected.sum(axis, keepdim=True)
+    expected = expected / expected.sum(axis, keepdim=True) * open_sums
     if (P_masked - expected).abs().max() < 1e-5:
         return ""
-    sums = P_masked.sum(axis)
-    if (sums - 1).abs().max() > SUM_TOLERANCE:
+    sums, open_sums = P_masked.sum(axis), open_sums.squeeze(axis)
+    if (sums - open_sums).abs().max() > SUM_TOLERANCE:
         return (f"masked keys get weight 0, but the remaining weights sum to between {sums.min().item():.3g} and "
-                f"{sums.max().item():.3g}, not 1: masking must happen on the scores, before the softmax")
+                f"{sums.max().item():.3g}, where without a mask they sum to {open_sums.mean().item():.3g}: masking "
+                "must happen on the scores, before the softmax")
     return "the allowed keys' weights are not in the same proportions as without a mask"
 
 
