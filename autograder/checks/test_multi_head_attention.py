@@ -121,8 +121,8 @@ def check_mask(student, measured, what, Q, K, mask):
                                        measured.softmax_axis)
     if diagnosis:
         leaked = ((P_masked != 0) & ~mask.expand_as(P_masked)).sum()
-        fail(f"{what}: {int(leaked)} masked (query, key) pairs get a nonzero weight, and the allowed keys' weights "
-             "should keep the proportions they have without a mask", diagnosis)
+        fail(f"{what}: {int(leaked)} masked (query, key) pairs get a nonzero weight; expected 0 for each, and for "
+             "the allowed keys the weights they have without a mask, renormalised over the allowed keys", diagnosis)
 
 
 def test_sdp_key_padding_mask(student, measured):
