@@ -571,6 +571,9 @@ BUGS = [
     ("mha_key_value_projections_swapped", "MultiHeadAttention", {"MultiHeadAttention": Edited(
         (MHA_INIT, _mha_sdp()), (("K = self.split(self.W_k(X_K))", "K = self.split(self.W_v(X_K))"),
                                  ("V = self.split(self.W_v(X_V))", "V = self.split(self.W_k(X_V))")))}),
+    ("mha_sdp_in_float64", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(scores="Q.double() @ K.double().transpose(-2, -1) / math.sqrt(self.word_dim)",
+                           after="heads = probs @ V.double()")]}),
     ("mha_scaled_by_query_length", "MultiHeadAttention", {"MultiHeadAttention": [
         MHA_INIT, _mha_sdp(scores="Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-2))")]}),
     ("mha_softmax_over_heads", "MultiHeadAttention", {"MultiHeadAttention": [

@@ -108,6 +108,8 @@ EXPECTED = {
     "mha_key_value_projections_swapped": ({"test_forward_matches_composition"},
                                           r"the keys are computed with W_v, the values are computed with W_k"),
     "mha_combine_without_transpose": ({"test_forward_matches_composition"}, r"the heads are combined without moving"),
+    "mha_sdp_in_float64": ({"test_sdp_returns_weighted_values", "test_forward_matches_composition"},
+                           r"never cast back.*float32"),
     "mha_scaled_by_query_length": ({"test_sdp_scale"}, r"your scores are divided by 2.24; √word_dim is 4"),
     "mha_softmax_over_heads": ({"test_sdp_softmax_over_keys", "test_sdp_key_padding_mask", "test_sdp_causal_mask",
                                 "test_sdp_query_and_key_lengths_differ"}, r"sum to 1 over the heads"),

@@ -63,6 +63,10 @@ def test_sdp_returns_weighted_values(student, measured):
         fail(f"scaled_dot_product returns {probe.shape_of(out)}",
              "it must return one tensor, the attention weights applied to V: the given forward passes it on to "
              "combine")
+    if out.dtype != V.dtype:
+        fail(f"scaled_dot_product returns {str(out.dtype).replace('torch.', '')} for float32 Q, K and V",
+             "a step computed in another dtype is never cast back, so the next layer fails ('mat1 and mat2 must "
+             "have the same dtype'): the output must keep the inputs' float32")
     P = readable(measured).P
     if tuple(out.shape) == tuple(P.shape) and (out.double() - P).abs().max() < 1e-5:
         fail(f"scaled_dot_product returns {probe.shape_of(out)}, the same for every V",
@@ -185,6 +189,9 @@ def forward_error_cause(student, weights, inputs, mask):
     if not isinstance(heads, torch.Tensor) or tuple(heads.shape) != wanted:
         return (f"forward raises because scaled_dot_product returns {probe.shape_of(heads)}; combining the heads "
                 f"needs {wanted} (batch, heads, len_q, word_dim)")
+    if heads.dtype != Q.dtype:
+        return (f"forward raises because scaled_dot_product returns {str(heads.dtype).replace('torch.', '')} for "
+                "float32 inputs, and W_o computes in float32")
     return "forward raises an error for these inputs, although scaled_dot_product answers them"
 
 
