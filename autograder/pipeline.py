@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, scratch, unpack
+from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, scratch, training_cause, unpack
 from .client import WorkerClient
 from .notebook_code import extract
 from .outcome import CheckFailed, Outcome, as_outcome
@@ -180,7 +180,7 @@ def grade_submission(path, settings, set_aside=()):
         with WorkerClient(workdir / "scratch", load_args, limits=settings.limits, isolation=settings.isolation,
                           require_sandbox=settings.require_sandbox,
                           reuse_interpreter=settings.reuse_interpreter) as client:
-            outcomes = run_checks(Context(client, reference("cpu"), settings))
+            outcomes = training_cause.explain(run_checks(Context(client, reference("cpu"), settings)))
             # Failed parts get the known bug they behave like, if any, in their checks' output.
             outcomes, extra["named_bugs"] = fingerprints.name_bugs(outcomes, client, min(settings.check_timeout, 10.0))
             extra.update(isolation=client.isolation_used,

@@ -22,18 +22,19 @@ class Line:
 
 RUBRIC = {
     # 1. Positional encoding: 15
-    "test_pe_buffer_shape": Line("PositionalEncoding", "buffer PE has shape (1, seq_len_max, dim) and is not trained", 3),
-    "test_pe_values_match_formula": Line("PositionalEncoding", "PE values match the sin/cos formula at several sizes", 8),
-    "test_pe_forward_adds_leading_rows": Line("PositionalEncoding", "forward adds the first seq_len rows of PE to shorter inputs", 4),
+    "test_pe_buffer_shape": Line("PositionalEncoding", "storage: PE is a buffer (not a trained parameter) of shape (1, seq_len_max, dim)", 2),
+    "test_pe_dtype": Line("PositionalEncoding", "dtype: PE and forward's output are float32", 2),
+    "test_pe_values_match_formula": Line("PositionalEncoding", "values: each column is the formula's sin or cos, frequency and phase, at several sizes", 7),
+    "test_pe_forward_adds_leading_rows": Line("PositionalEncoding", "forward: adds the first seq_len rows of the table to an input of seq_len positions", 4),
     # 2. Multi-head attention: 30
-    "test_mha_projections": Line("MultiHeadAttention", "W_q, W_k, W_v, W_o are four dim -> dim linear maps", 4),
-    "test_sdp_without_mask": Line("MultiHeadAttention", "scaled_dot_product without a mask", 5),
-    "test_sdp_key_padding_mask": Line("MultiHeadAttention", "scaled_dot_product with a key padding mask", 5),
-    "test_sdp_causal_mask": Line("MultiHeadAttention", "scaled_dot_product with a causal mask", 4),
-    "test_sdp_query_and_key_lengths_differ": Line("MultiHeadAttention", "scaled_dot_product when query and key lengths differ", 3),
-    "test_sdp_one_head_and_many_heads": Line("MultiHeadAttention", "scaled_dot_product with one head and with eight heads", 3),
-    "test_forward_matches_torch_multihead_attention": Line("MultiHeadAttention", "forward matches torch.nn.MultiheadAttention with the same weights", 4),
-    "test_masked_keys_get_zero_weight": Line("MultiHeadAttention", "masked keys get exactly zero attention weight", 2),
+    "test_mha_projections": Line("MultiHeadAttention", "projections: W_q, W_k, W_v, W_o are four dim -> dim linear maps", 4),
+    "test_sdp_returns_weighted_values": Line("MultiHeadAttention", "output: scaled_dot_product returns its attention weights applied to V", 4),
+    "test_sdp_scale": Line("MultiHeadAttention", "scale: the scores Q·Kᵀ are divided by √word_dim before the softmax", 5),
+    "test_sdp_softmax_over_keys": Line("MultiHeadAttention", "softmax axis: each query's weights over the keys sum to 1", 4),
+    "test_sdp_key_padding_mask": Line("MultiHeadAttention", "key padding mask: masked keys get exactly 0, the others keep their proportions (True = may attend)", 4),
+    "test_sdp_causal_mask": Line("MultiHeadAttention", "causal mask: future keys get exactly 0, the others keep their proportions", 3),
+    "test_sdp_query_and_key_lengths_differ": Line("MultiHeadAttention", "shapes: the same weights with 1 or 8 heads and 5 queries against 9 keys", 2),
+    "test_forward_matches_composition": Line("MultiHeadAttention", "forward: W_q, W_k, W_v feed queries, keys, values; heads split, attended, combined; W_o applied", 4),
     # 3. Encoder layer: 20
     "test_encoder_structure": Line("EncoderLayer", "two LayerNorms, one attention, one FFN (parameter count as the reference)", 4),
     "test_encoder_output_eval_mode": Line("EncoderLayer", "eval-mode output matches the reference", 8),

@@ -106,10 +106,28 @@ def _fill_stubs(text: str, chunks: list[str], part: str) -> str:
     return "\n".join(out)
 
 
+@dataclass(frozen=True)
+class Edited:
+    """A part's stub answers plus edits to the code the handout gives around them (a student who changed a
+    `DO NOT CHANGE` line of a part's own cell): each (old, new) pair replaces text once the stubs are filled."""
+    chunks: tuple
+    edits: tuple
+
+
+def _fill_part(text: str, given, part: str) -> str:
+    chunks, edits = (given.chunks, given.edits) if isinstance(given, Edited) else (given, ())
+    text = _fill_stubs(text, list(chunks), part)
+    for old, new in edits:
+        if old not in text:
+            raise ValueError(f"{part}: the given code has no {old!r} to edit")
+        text = text.replace(old, new)
+    return text
+
+
 def fill_handout(answers: dict[str, list[str]]) -> dict:
     """The release notebook with each part's stubs replaced, in order, by the given code chunks.
 
-    `answers` maps a part (class name) to its chunks; parts not given get the master's solution.
+    `answers` maps a part (class name) to its chunks (or an Edited); parts not given get the master's solution.
     The result looks like a notebook a student ran top to bottom: code cells carry increasing
     execution counts.
     """
@@ -120,7 +138,7 @@ def fill_handout(answers: dict[str, list[str]]) -> dict:
     reference = reference_answers()
     for part in GRADE_IDS:
         cell = _part_cell(notebook, part)
-        _set_source(cell, _fill_stubs(_source(cell), answers.get(part, reference[part]), part))
+        _set_source(cell, _fill_part(_source(cell), answers.get(part, reference[part]), part))
     count = 0
     for cell in notebook["cells"]:
         if cell.get("cell_type") == "code":
@@ -358,6 +376,28 @@ CORRECT = [
             PE = torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1).reshape(seq_len_max, dim)
         """)],
     }),
+    ("pe_numpy_cast_back", {
+        # Built in NumPy (float64), then cast to the model's float32 before the given code stores it.
+        "PositionalEncoding": [_c("""
+            position = np.arange(seq_len_max)[:, None]
+            rates = 1.0 / np.power(10000.0, np.arange(0, dim, 2) / dim)
+            table = np.zeros((seq_len_max, dim))
+            table[:, 0::2] = np.sin(position * rates)
+            table[:, 1::2] = np.cos(position * rates)
+            PE = torch.from_numpy(table).float()
+        """)],
+    }),
+    ("sdp_query_scaled_first", {
+        # Scales the queries before the product, and masks with a boolean index on a copy.
+        "MultiHeadAttention": [MHA_INIT, _c("""
+            scores = (Q / self.word_dim ** 0.5) @ K.transpose(-1, -2)
+            if mask is not None:
+                blocked = (mask == 0).expand_as(scores)
+                scores = scores.clone()
+                scores[blocked] = float("-inf")
+            heads = torch.matmul(scores.softmax(-1), V)
+        """)],
+    }),
     ("separate_dropouts", {
         "EncoderLayer": [_c("""
             self.self_attn = MultiHeadAttention(dim, head_num)
@@ -481,6 +521,72 @@ BUGS = [
         MHA_INIT, _mha_sdp(masking="scores = scores.masked_fill(mask == 1, float('-inf'))")]}),
     ("mha_masked_scores_set_to_zero", "MultiHeadAttention", {"MultiHeadAttention": [
         MHA_INIT, _mha_sdp(masking="scores = scores.masked_fill(~mask, 0.0)")]}),
+    # PositionalEncoding and MultiHeadAttention, written for the property probes (autograder/checks/probe_*.py).
+    # Those in UNSEEN were written before the probes and not looked at while the probes were written.
+    ("pe_float64_never_cast", "PositionalEncoding", {"PositionalEncoding": [_c("""
+        position = np.arange(seq_len_max)[:, None]
+        rates = 1.0 / np.power(10000.0, np.arange(0, dim, 2) / dim)
+        table = np.zeros((seq_len_max, dim))
+        table[:, 0::2] = np.sin(position * rates)
+        table[:, 1::2] = np.cos(position * rates)
+        PE = torch.from_numpy(table)
+    """)]}),
+    ("pe_as_parameter", "PositionalEncoding", {"PositionalEncoding": Edited(
+        (PE_REFERENCE_LIKE + "\n" + "PE[:, 0::2] = torch.sin(angle)\nPE[:, 1::2] = torch.cos(angle)",),
+        (("self.register_buffer('PE', PE.unsqueeze(0))", "self.PE = nn.Parameter(PE.unsqueeze(0))"),))}),
+    ("pe_exponent_off_by_one_column", "PositionalEncoding", {"PositionalEncoding": [_c("""
+        position = torch.arange(seq_len_max, dtype=torch.float32)[:, None]
+        i = torch.arange(0, dim, 2, dtype=torch.float32)
+        angle = position / 10000 ** ((i + 1) / dim)
+        PE[:, 0::2] = torch.sin(angle)
+        PE[:, 1::2] = torch.cos(angle)
+    """)]}),
+    ("pe_forward_adds_whole_table", "PositionalEncoding", {"PositionalEncoding": Edited(
+        (PE_REFERENCE_LIKE + "\n" + "PE[:, 0::2] = torch.sin(angle)\nPE[:, 1::2] = torch.cos(angle)",),
+        (("return X + self.PE[:, :X.size(1)]", "return X + self.PE"),))}),
+    ("pe_base_1000", "PositionalEncoding", {"PositionalEncoding": [_c("""
+        position = torch.arange(seq_len_max, dtype=torch.float32)[:, None]
+        two_i = torch.arange(0, dim, 2, dtype=torch.float32)
+        angle = position / 1000 ** (two_i / dim)
+        PE[:, 0::2] = torch.sin(angle)
+        PE[:, 1::2] = torch.cos(angle)
+    """)]}),
+    ("pe_forward_scales_input", "PositionalEncoding", {"PositionalEncoding": Edited(
+        (PE_REFERENCE_LIKE + "\n" + "PE[:, 0::2] = torch.sin(angle)\nPE[:, 1::2] = torch.cos(angle)",),
+        (("return X + self.PE[:, :X.size(1)]", "return X * math.sqrt(X.size(-1)) + self.PE[:, :X.size(1)]"),))}),
+    ("pe_forward_adds_last_rows", "PositionalEncoding", {"PositionalEncoding": Edited(
+        (PE_REFERENCE_LIKE + "\n" + "PE[:, 0::2] = torch.sin(angle)\nPE[:, 1::2] = torch.cos(angle)",),
+        (("return X + self.PE[:, :X.size(1)]", "return X + self.PE[:, -X.size(1):]"),))}),
+    ("pe_table_transposed", "PositionalEncoding", {"PositionalEncoding": Edited(
+        (PE_REFERENCE_LIKE + "\n" + "PE[:, 0::2] = torch.sin(angle)\nPE[:, 1::2] = torch.cos(angle)",),
+        (("self.register_buffer('PE', PE.unsqueeze(0))", "self.register_buffer('PE', PE.T.unsqueeze(0))"),))}),
+    ("mha_scaled_by_2", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(scores="Q @ K.transpose(-2, -1) / 2")]}),
+    ("mha_masked_scores_minus_one", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(masking="scores = scores.masked_fill(~mask, -1.0)")]}),
+    ("mha_returns_probabilities", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(after="heads = probs")]}),
+    ("mha_no_output_projection", "MultiHeadAttention", {"MultiHeadAttention": Edited(
+        (MHA_INIT, _mha_sdp()), (("output = self.W_o(self.combine(heads))", "output = self.combine(heads)"),))}),
+    ("mha_key_value_projections_swapped", "MultiHeadAttention", {"MultiHeadAttention": Edited(
+        (MHA_INIT, _mha_sdp()), (("K = self.split(self.W_k(X_K))", "K = self.split(self.W_v(X_K))"),
+                                 ("V = self.split(self.W_v(X_V))", "V = self.split(self.W_k(X_V))")))}),
+    ("mha_sdp_in_float64", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(scores="Q.double() @ K.double().transpose(-2, -1) / math.sqrt(self.word_dim)",
+                           after="heads = probs @ V.double()")]}),
+    ("mha_scaled_by_query_length", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(scores="Q @ K.transpose(-2, -1) / math.sqrt(Q.size(-2))")]}),
+    ("mha_softmax_over_heads", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(softmax="probs = torch.softmax(scores, dim=1)")]}),
+    ("mha_dropout_in_sdp", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(softmax="probs = F.dropout(torch.softmax(scores, dim=-1), 0.1)")]}),
+    ("mha_combine_without_transpose", "MultiHeadAttention", {"MultiHeadAttention": Edited(
+        (MHA_INIT, _mha_sdp()), (("return X.transpose(1, 2).contiguous().view(batch_num, seq_len, self.dim)",
+                                  "return X.contiguous().view(batch_num, seq_len, self.dim)"),))}),
+    ("mha_mask_added_as_numbers", "MultiHeadAttention", {"MultiHeadAttention": [
+        MHA_INIT, _mha_sdp(masking="scores = scores + mask")]}),
+    ("mha_queries_from_key_input", "MultiHeadAttention", {"MultiHeadAttention": Edited(
+        (MHA_INIT, _mha_sdp()), (("Q = self.split(self.W_q(X_Q))", "Q = self.split(self.W_q(X_K))"),))}),
     # EncoderLayer
     ("enc_pre_layernorm", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
         h = self.norm1(X)
@@ -582,6 +688,11 @@ BUGS = [
 ]
 
 
+# Bugs no probe was written for (see above): the probes must explain them without a special case.
+UNSEEN = frozenset({"pe_base_1000", "pe_forward_scales_input", "mha_scaled_by_query_length", "mha_softmax_over_heads",
+                    "mha_dropout_in_sdp", "mha_mask_added_as_numbers", "mha_queries_from_key_input"})
+
+
 def _build_variants() -> list[Variant]:
     variants = [Variant(name, f"2099-{10001 + i}", answers, None) for i, (name, answers) in enumerate(CORRECT)]
     variants += [Variant(name, f"2099-{20001 + i}", answers, part) for i, (name, part, answers) in enumerate(BUGS)]
@@ -596,12 +707,13 @@ def _build_variants() -> list[Variant]:
 VARIANTS = _build_variants()
 
 
-def write_corpus(directory) -> list[Variant]:
-    """Write every variant as <student_id>.ipynb under `directory`; returns the variants."""
+def write_corpus(directory, names=None) -> list[Variant]:
+    """Write every variant (or those named in `names`) as <student_id>.ipynb under `directory`; returns them."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for variant in VARIANTS:
+    chosen = [v for v in VARIANTS if names is None or v.name in names]
+    for variant in chosen:
         notebook = fill_handout(variant.answers)
         (directory / variant.filename).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n",
                                                   encoding="utf-8")
-    return list(VARIANTS)
+    return chosen

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import PARTS, VARIANTS, write_corpus
+from corpus import PARTS, UNSEEN, VARIANTS, write_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,10 @@ JOBS = 2
 TIMEOUT = 3 * 3600
 # Graded a second time to check that grading is deterministic: fails several checks with numeric messages.
 REGRADED = "mha_mask_after_softmax"
+# CORPUS_VARIANTS=name,name,... grades only those variants (a quick look at a few); the others are skipped.
+SELECTED = set(filter(None, os.environ.get("CORPUS_VARIANTS", "").split(","))) or None
+# Parts whose failed checks must each say what is wrong (autograder/checks/probe_*.py).
+DIAGNOSED_PARTS = ("PositionalEncoding", "MultiHeadAttention")
 
 
 @dataclass
@@ -50,7 +54,7 @@ def grade(paths, out, *extra):
 def graded(tmp_path_factory):
     base = tmp_path_factory.mktemp("grading_corpus")
     corpus, out = base / "submissions", base / "out"
-    variants = write_corpus(corpus)
+    variants = write_corpus(corpus, SELECTED)
     started = time.monotonic()
     completed = grade([corpus], out)
     wall = time.monotonic() - started
@@ -61,6 +65,8 @@ def graded(tmp_path_factory):
 
 
 def results_of(graded, variant):
+    if SELECTED is not None and variant.name not in SELECTED:
+        pytest.skip(f"{variant.name} is not among CORPUS_VARIANTS")
     path = graded.out / variant.student_id / "results.json"
     assert path.exists(), f"no results.json for {variant.name} ({variant.student_id})"
     return json.loads(path.read_text(encoding="utf-8"))
@@ -106,6 +112,18 @@ def test_variant_is_graded_as_intended(graded, variant):
                     + describe(results, elsewhere), pytrace=False)
 
 
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.part in DIAGNOSED_PARTS], ids=lambda v: v.name)
+def test_bug_gets_a_diagnosis_in_results(graded, variant):
+    results = results_of(graded, variant)
+    failed = [t for t in results["tests"] if t["status"] != "passed" and t["name"].startswith(f"{variant.part}: ")]
+    diagnoses = results["extra_data"]["diagnoses"]
+    missing = [t["name"] for t in failed if not diagnoses.get(t["name"])]
+    unseen = " (a bug no probe was written for)" if variant.name in UNSEEN else ""
+    assert failed and not missing, f"{variant.name}{unseen}: failed checks without a diagnosis: {missing}"
+    for test in failed:
+        assert f"What is wrong: {diagnoses[test['name']]}" in test["output"]
+
+
 def test_gradebook_has_one_row_per_variant(graded):
     with open(graded.out / "grades.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -130,7 +148,9 @@ def test_every_test_is_named_after_its_part(graded):
 
 
 def test_grading_twice_gives_the_same_result(graded, tmp_path):
-    variant = next(v for v in graded.variants if v.name == REGRADED)
+    variant = next((v for v in graded.variants if v.name == REGRADED), None)
+    if variant is None:
+        pytest.skip(f"{REGRADED} is not among CORPUS_VARIANTS")
     submission = tmp_path / variant.filename
     shutil.copyfile(graded.corpus / variant.filename, submission)
     completed = grade([submission], tmp_path / "again", "--force")

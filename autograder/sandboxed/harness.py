@@ -86,12 +86,41 @@ def describe_exception(exc, limit=1500):
 
 # ----------------------------------------------------------------- PositionalEncoding / attention
 
+def _stored_table(module):
+    """The PE table and how it is stored: as a buffer (the given code), a parameter, or a plain attribute."""
+    for kind, named in (("buffer", module.named_buffers(recurse=False)),
+                        ("parameter", module.named_parameters(recurse=False))):
+        for name, tensor in named:
+            if name == "PE":
+                return kind, tensor
+    value = module.__dict__.get("PE")
+    return ("attribute", value) if isinstance(value, torch.Tensor) else (None, None)
+
+
+def _dtype_name(value):
+    return str(value.dtype).replace("torch.", "") if isinstance(value, torch.Tensor) else None
+
+
+def _sendable(value):
+    """Half-precision tensors travel as float32 (the wire has no such dtype); their dtype goes by name."""
+    if not isinstance(value, torch.Tensor):
+        return value
+    value = value.detach()
+    return value.float() if value.is_floating_point() and value.dtype != torch.float64 else value
+
+
 def op_pe(ns, dim, seq_len_max, X):
     pe = ns["PositionalEncoding"](dim, seq_len_max)
-    buffers = dict(pe.named_buffers())
-    with torch.no_grad():
-        out = pe(X)
-    return {"PE": buffers.get("PE"), "parameters": [name for name, _ in pe.named_parameters()], "out": out}
+    stored_as, table = _stored_table(pe)
+    # A forward that raises still leaves the table to be checked: the error goes back as the forward's answer.
+    try:
+        with torch.no_grad():
+            out, forward_error = pe(X), None
+    except Exception as exc:  # noqa: BLE001
+        out, forward_error = None, describe_exception(exc)
+    return {"PE": _sendable(table), "stored_as": stored_as, "dtype": _dtype_name(table),
+            "parameters": [name for name, _ in pe.named_parameters()], "out": _sendable(out),
+            "out_dtype": _dtype_name(out), "forward_error": forward_error}
 
 
 def _linear_info(module):
