@@ -48,6 +48,9 @@ class InProcessClient:
             return value
         return answer
 
+    def training_client(self):
+        return self
+
     def close(self):
         pass
 
