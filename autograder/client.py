@@ -10,7 +10,7 @@ import signal
 import time
 from pathlib import Path
 
-from . import forkserver, sandbox
+from . import attention_oracle, forkserver, sandbox
 from .sandboxed import protocol
 
 
@@ -142,13 +142,22 @@ class WorkerClient:
         return lambda: self._answer(op, clock)
 
     def _answer(self, op, clock):
-        try:
-            response = protocol.read_message(lambda n: self._read(n, clock, op))
-        except EOFError:
-            raise self._died() from None
-        except protocol.ProtocolError as exc:
-            self.close()
-            raise StudentError("protocol", f"the worker's answer was unreadable ({exc})") from None
+        # A layer operation's attention stand-in asks the judge before the answer comes (attention_oracle); what
+        # it asked stays in self.callbacks, the last operation's only.
+        self.callbacks = []
+        while True:
+            try:
+                response = protocol.read_message(lambda n: self._read(n, clock, op))
+                if not protocol.is_callback(response):
+                    break
+                answer, record = attention_oracle.reply(op, response, len(self.callbacks))
+                self.callbacks.append(record)
+                protocol.write_message(self.process.stdin, answer)
+            except (EOFError, BrokenPipeError):
+                raise self._died() from None
+            except protocol.ProtocolError as exc:
+                self.close()
+                raise StudentError("protocol", f"the worker's answer was unreadable ({exc})") from None
         if response.get("output"):
             self.output.append(_text(response["output"]))
         if not isinstance(response, dict) or not response.get("ok"):
