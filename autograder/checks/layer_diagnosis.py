@@ -152,7 +152,7 @@ def differences(student, reference, kind):
         elif _key(got["reads"]) != _key(wanted["reads"]):
             found.append(("reads", words.reads(f"{name} reads", got["reads"], wanted["reads"])))
     if len(mine) > len(theirs):
-        found.append(("calls", f"the layer calls {len(mine)} sublayers; an {kind} layer has {len(theirs)}"))
+        found.append(("calls", f"the layer calls {len(mine)} sublayers; the reference {len(theirs)}"))
     if student["distinct_norms"] < student["norm_calls"] and reference["distinct_norms"] == reference["norm_calls"]:
         found.append(("sharing", f"one LayerNorm is used for {student['norm_calls'] - student['distinct_norms'] + 1} "
                                  "sublayers; each sublayer needs its own"))

@@ -156,5 +156,6 @@ def check_structure(student, reference, kind, inputs):
     problems = [f"{what}: expected {expected[key]}, found {got[key]}" for key, what in STRUCTURE
                 if got[key] != expected[key]]
     if problems:
-        fail(f"the layer's structure differs from an {kind} layer's: " + "; ".join(problems),
+        fail(f"the layer's structure differs from {'an encoder' if kind == 'encoder' else 'a decoder'} layer's: "
+             + "; ".join(problems),
              diagnosis(student, reference, kind, inputs, prefer=("sharing", "calls")))
