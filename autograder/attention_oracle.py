@@ -37,7 +37,7 @@ def _tensor(value, what, dims=None):
         raise Refused(f"{what} must be a floating-point tensor")
     if dims is not None and value.dim() != dims:
         raise Refused(f"{what} must have {dims} dimensions, not {value.dim()}")
-    return value.float()
+    return value.detach().float().cpu()  # the master's attention is built on the CPU
 
 
 def _checked(request):
@@ -56,6 +56,7 @@ def _checked(request):
     mask = request.get("mask")
     if mask is not None and (not isinstance(mask, torch.Tensor) or mask.dim() > 4 or mask.numel() > MAX_MASK_ELEMENTS):
         raise Refused("the mask must be a tensor of at most 4 dimensions")
+    mask = None if mask is None else mask.detach().cpu()
     weights = request.get("weights")
     if not isinstance(weights, dict) or set(weights) != set(_PROJECTIONS):
         raise Refused("the attention's weights are incomplete")
