@@ -57,7 +57,7 @@ DIAGNOSES = {
     "dec_returns_input": "the layer returns its input X unchanged",
     # unseen
     "enc_branch_scaled_by_half": "with `mul`",
-    "enc_residual_counted_twice": "the residual around the self-attention adds the layer's input X plus the layer's input X",
+    "enc_residual_counted_twice": "the residual around the self-attention adds the sum of the layer's input X and the layer's input X",
     "enc_mask_inverted_by_layer": "the self-attention receives a mask that is neither of its inputs",
     "enc_returns_sum_before_last_norm": "the feed-forward sublayer's residual sum goes on without a LayerNorm",
     "dec_sublayers_out_of_order": "the masked self-attention's keys come from the encoder output",

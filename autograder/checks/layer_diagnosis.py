@@ -73,12 +73,14 @@ class Words:
             return f"{self.describe(expr[1])} after dropout"
         if head == "norm" and _block(expr[1]) is not None:
             return f"the output of {self.sub(_block(expr[1])[1])} after its LayerNorm"
+        if head == "norm" and _is(expr[1], "add"):
+            return f"a LayerNorm of the sum of {' and '.join(self.describe(e) for e in expr[1][1:])}"
         if head == "norm":
             return f"{self.describe(expr[1])} after a LayerNorm"
         if head == "add" and _block(expr) is not None:
             return f"the residual sum of {self.sub(_block(expr)[1])} before its LayerNorm"
         if head == "add":
-            return " plus ".join(self.describe(e) for e in expr[1:])
+            return f"the sum of {' and '.join(self.describe(e) for e in expr[1:])}"
         inputs = [self.describe(e) for e in expr[2]] if len(expr) > 2 else []
         if expr[1] in ("unknown", "...") or not inputs:
             return "a value computed in a way the grader cannot follow"
