@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from . import forkserver, sandbox
+from . import attention_oracle, forkserver, sandbox
 from .sandboxed import protocol
 
 # The largest answer any check expects is a PE table of 100 x 512 float64 values (about 0.5 MB as base64).
@@ -179,13 +179,22 @@ class WorkerClient:
                 raise self._died() from None
 
     def _answer(self, op, clock):
-        try:
-            response = protocol.read_message(lambda n: self._read(n, clock, op), limit=MAX_ANSWER_BYTES)
-        except EOFError:
-            raise self._died() from None
-        except protocol.ProtocolError as exc:
-            self.close()
-            raise StudentError("protocol", f"the worker's answer was unreadable ({exc})") from None
+        # A layer operation's attention stand-in asks the judge before the answer comes (attention_oracle); what
+        # it asked stays in self.callbacks, the last operation's only. Every read and write has the op's deadline.
+        self.callbacks = []
+        while True:
+            try:
+                response = protocol.read_message(lambda n: self._read(n, clock, op), limit=MAX_ANSWER_BYTES)
+                if not protocol.is_callback(response):
+                    break
+                answer, record = attention_oracle.reply(op, response, len(self.callbacks))
+                self.callbacks.append(record)
+                self._write(protocol.frame(answer), clock, op)
+            except EOFError:
+                raise self._died() from None
+            except protocol.ProtocolError as exc:
+                self.close()
+                raise StudentError("protocol", f"the worker's answer was unreadable ({exc})") from None
         if not isinstance(response, dict):
             self.close()
             raise StudentError("protocol", "the worker's answer was not a message")

@@ -27,7 +27,8 @@ from .bug_variants import FINGERPRINTS, fill_regions
 from .checks.layers import DIMS, decoder_inputs, encoder_inputs, key_padding_mask, role_weights
 from .client import StudentError
 from .outcome import Outcome, as_outcome
-from .reference import load_arguments, master_code, reference
+from .notebook_code import Unit
+from .reference import load_in_process, master_code, reference
 from .rubric import RUBRIC
 
 ATOL, RTOL = 1e-5, 1e-4
@@ -162,10 +163,9 @@ def matches(observed, expected, probe_list):
 def variant_namespaces(fingerprint):
     """Namespaces built as the reference's are, with the variant's class executed over the part's name."""
     master = master_code()
-    arguments = load_arguments(master.units)
     source = fill_regions(master.classes[fingerprint.part].source, fingerprint.answers)
-    unit = {"label": f"variant {fingerprint.id}", "filename": f"<variant {fingerprint.id}>", "source": source}
-    namespaces, report = harness.load_namespaces(**{**arguments, "units": arguments["units"] + [unit]})
+    unit = Unit(f"variant {fingerprint.id}", f"<variant {fingerprint.id}>", source)
+    namespaces, report = load_in_process([*master.units, unit])
     if report["errors"]:
         raise RuntimeError(f"bug variant {fingerprint.id} does not load: {report['errors']}")
     return namespaces

@@ -7,7 +7,7 @@ import functools
 import json
 from pathlib import Path
 
-from . import MASTER, RELEASE, REPO  # noqa: F401 (where the other modules and tests find them)
+from . import MASTER, RELEASE, REPO, attention_oracle  # noqa: F401 (paths: where the other modules and tests find them)
 from .sandboxed import harness
 from .notebook_code import GIVEN_CELLS, PART_CELLS, extract
 
@@ -23,14 +23,19 @@ def master_code(path=MASTER):
 
 
 def load_arguments(student_units, device="cpu"):
-    """What a worker needs to build its namespaces: the student's code, the given code, the reference attention."""
+    """What a worker needs to build its namespaces: the student's code and the given code. Nothing of the
+    master's solutions: the layers' attention is answered by the judge (attention_oracle)."""
     master = master_code()
     return {
         "units": [u.as_message() for u in student_units],
         "given": [_renamed(master.classes[name], f"<given {name}>") for name in GIVEN_CELLS],
-        "reference_mha": _renamed(master.classes["MultiHeadAttention"], "<reference MultiHeadAttention>"),
         "device": device,
     }
+
+
+def load_in_process(units, device="cpu"):
+    """Namespaces of trusted code (the master, our bug variants) in this process, the attention answered here."""
+    return harness.load_namespaces(**load_arguments(units, device), ask=attention_oracle.ask_in_process)
 
 
 def _renamed(unit, filename):
@@ -43,8 +48,7 @@ class Reference:
     """Runs harness operations on the master's classes, in this process."""
 
     def __init__(self, device="cpu"):
-        arguments = load_arguments(master_code().units, device)
-        self.namespaces, report = harness.load_namespaces(**arguments)
+        self.namespaces, report = load_in_process(master_code().units, device)
         if report["errors"] or not all(report["defined"].values()):
             raise RuntimeError(f"the master notebook's code does not load: {report}")
 

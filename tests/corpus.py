@@ -467,6 +467,123 @@ CORRECT = [
             output = X
         """)],
     }),
+    # Styles the layer checks must see through (issue 10): the grader observes what was computed with which
+    # weights, so how a sublayer is reached does not matter.
+    ("explicit_forward_calls", {
+        "EncoderLayer": [ENC_INIT, _c("""
+            X = self.norm1.forward(X + self.dropout.forward(self.self_attn.forward(X, X, X, mask)))
+            output = self.norm2.forward(X + self.dropout.forward(self.ffn.forward(X)))
+        """)],
+        "DecoderLayer": [DEC_INIT, _c("""
+            X = self.norm1.forward(X + self.dropout.forward(self.self_attn.forward(X, X, X, self_attn_mask)))
+            X = self.norm2.forward(X + self.dropout.forward(
+                self.cross_attn.forward(X, enc_output, enc_output, cross_attn_mask)))
+            output = self.norm3.forward(X + self.dropout.forward(self.ffn.forward(X)))
+        """)],
+    }),
+    ("functional_layer_norm_with_module_weights", {
+        "EncoderLayer": [ENC_INIT, _c("""
+            def norm(module, x):
+                return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+            X = norm(self.norm1, X + F.dropout(self.self_attn(X, X, X, mask), self.dropout.p, self.training))
+            output = norm(self.norm2, X + F.dropout(self.ffn(X), self.dropout.p, self.training))
+        """)],
+        "DecoderLayer": [DEC_INIT, _c("""
+            def norm(module, x):
+                return F.layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+            X = norm(self.norm1, torch.add(X, self.dropout(self.self_attn(X, X, X, self_attn_mask))))
+            X = norm(self.norm2, torch.add(X, self.dropout(self.cross_attn(X, enc_output, enc_output, cross_attn_mask))))
+            output = norm(self.norm3, torch.add(X, self.dropout(self.ffn(X))))
+        """)],
+    }),
+    ("deepcopy_clones", {
+        "EncoderLayer": [_c("""
+            import copy
+            norm = nn.LayerNorm(dim)
+            self.norms = nn.ModuleList([copy.deepcopy(norm) for _ in range(2)])
+            self.attention = MultiHeadAttention(dim, head_num)
+            self.feed_forward = FFN(dim, FFN_dim)
+            self.drop = nn.Dropout(dropout)
+        """), _c("""
+            X = self.norms[0](X + self.drop(self.attention(X, X, X, mask)))
+            output = self.norms[1](X + self.drop(self.feed_forward(X)))
+        """)],
+        "DecoderLayer": [_c("""
+            import copy
+            attention = MultiHeadAttention(dim, head_num)
+            self.attentions = nn.ModuleList([copy.deepcopy(attention) for _ in range(2)])
+            self.norms = nn.ModuleList([copy.deepcopy(nn.LayerNorm(dim)) for _ in range(3)])
+            self.feed_forward = FFN(dim, FFN_dim)
+            self.drop = nn.Dropout(dropout)
+        """), _c("""
+            X = self.norms[0](X + self.drop(self.attentions[0](X, X, X, self_attn_mask)))
+            X = self.norms[1](X + self.drop(self.attentions[1](X, enc_output, enc_output, cross_attn_mask)))
+            output = self.norms[2](X + self.drop(self.feed_forward(X)))
+        """)],
+    }),
+    ("helper_per_sublayer", {
+        "EncoderLayer": [ENC_INIT, _c("""
+            def attention_block(x):
+                return self.norm1(x + self.dropout(self.self_attn(x, x, x, mask)))
+
+            def feed_forward_block(x):
+                return self.norm2(x + self.dropout(self.ffn(x)))
+
+            output = feed_forward_block(attention_block(X))
+        """)],
+        "DecoderLayer": [DEC_INIT, _c("""
+            def sublayer(x, norm, compute):
+                return norm(x + self.dropout(compute(x)))
+
+            X = sublayer(X, self.norm1, lambda x: self.self_attn(x, x, x, self_attn_mask))
+            X = sublayer(X, self.norm2, lambda x: self.cross_attn(x, enc_output, enc_output, cross_attn_mask))
+            output = sublayer(X, self.norm3, self.ffn)
+        """)],
+    }),
+    ("module_dict", {
+        "EncoderLayer": [_c("""
+            self.parts = nn.ModuleDict({
+                "norm_after_ffn": nn.LayerNorm(dim),
+                "ffn": FFN(dim, FFN_dim),
+                "norm_after_attention": nn.LayerNorm(dim),
+                "attention": MultiHeadAttention(dim, head_num),
+                "dropout": nn.Dropout(dropout),
+            })
+        """), _c("""
+            p = self.parts
+            X = p["norm_after_attention"](X + p["dropout"](p["attention"](X, X, X, mask)))
+            output = p["norm_after_ffn"](X + p["dropout"](p["ffn"](X)))
+        """)],
+        "DecoderLayer": [_c("""
+            self.parts = nn.ModuleDict({
+                "ffn": FFN(dim, FFN_dim),
+                "cross": MultiHeadAttention(dim, head_num),
+                "self": MultiHeadAttention(dim, head_num),
+                "norms": nn.ModuleList([nn.LayerNorm(dim) for _ in range(3)]),
+                "dropout": nn.Dropout(dropout),
+            })
+        """), _c("""
+            p = self.parts
+            X = p["norms"][0](X + p["dropout"](p["self"](X, X, X, self_attn_mask)))
+            X = p["norms"][1](X + p["dropout"](p["cross"](X, enc_output, enc_output, cross_attn_mask)))
+            output = p["norms"][2](X + p["dropout"](p["ffn"](X)))
+        """)],
+    }),
+    ("residual_with_sum_and_in_place_add", {
+        "EncoderLayer": [ENC_INIT, _c("""
+            attended = self.dropout(self.self_attn(X, X, X, mask))
+            X = self.norm1(sum([X, attended]))
+            h = self.dropout(self.ffn(X))
+            h += X
+            output = self.norm2(h)
+        """)],
+        "DecoderLayer": [DEC_INIT, _c("""
+            X = self.norm1(X.add(self.dropout(self.self_attn(X, X, X, self_attn_mask))))
+            h = self.dropout(self.cross_attn(X, enc_output.clone(), enc_output.contiguous(), cross_attn_mask))
+            X = self.norm2(h + X)
+            output = self.norm3(self.dropout(self.ffn(X)) + X)
+        """)],
+    }),
 ]
 
 
@@ -684,6 +801,99 @@ BUGS = [
         X = self.norm2(X + self.cross_attn(X, enc_output, enc_output, cross_attn_mask))
         X = self.norm3(X + self.dropout(self.ffn(X)))
         output = X
+    """)]}),
+    # Layer bugs of issue 10. The grader must say what is wrong from the dataflow, not only that points were lost
+    # (tests/test_layer_dataflow.py holds the words each must get).
+    ("enc_ffn_reads_layer_input", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        h = self.norm1(X + self.dropout(self.self_attn(X, X, X, mask)))
+        output = self.norm2(h + self.dropout(self.ffn(X)))
+    """)]}),
+    ("enc_residual_after_norm", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        X = X + self.dropout(self.norm1(self.self_attn(X, X, X, mask)))
+        output = X + self.dropout(self.norm2(self.ffn(X)))
+    """)]}),
+    ("enc_dropout_on_residual", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        X = self.norm1(self.dropout(X + self.self_attn(X, X, X, mask)))
+        output = self.norm2(self.dropout(X + self.ffn(X)))
+    """)]}),
+    ("enc_returns_input", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        h = self.norm1(X + self.dropout(self.self_attn(X, X, X, mask)))
+        h = self.norm2(h + self.dropout(self.ffn(h)))
+        output = X
+    """)]}),
+    ("dec_cross_keys_from_decoder_input", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.self_attn(X, X, X, self_attn_mask)))
+        X = self.norm2(X + self.dropout(self.cross_attn(X, X, X, cross_attn_mask)))
+        output = self.norm3(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("dec_cross_mask_not_passed", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.self_attn(X, X, X, self_attn_mask)))
+        X = self.norm2(X + self.dropout(self.cross_attn(X, enc_output, enc_output)))
+        output = self.norm3(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("dec_residual_after_norm", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = X + self.dropout(self.norm1(self.self_attn(X, X, X, self_attn_mask)))
+        X = X + self.dropout(self.norm2(self.cross_attn(X, enc_output, enc_output, cross_attn_mask)))
+        output = X + self.dropout(self.norm3(self.ffn(X)))
+    """)]}),
+    ("dec_dropout_on_residual", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(self.dropout(X + self.self_attn(X, X, X, self_attn_mask)))
+        X = self.norm2(self.dropout(X + self.cross_attn(X, enc_output, enc_output, cross_attn_mask)))
+        output = self.norm3(self.dropout(X + self.ffn(X)))
+    """)]}),
+    ("dec_returns_input", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        h = self.norm1(X + self.dropout(self.self_attn(X, X, X, self_attn_mask)))
+        h = self.norm2(h + self.dropout(self.cross_attn(h, enc_output, enc_output, cross_attn_mask)))
+        h = self.norm3(h + self.dropout(self.ffn(h)))
+        output = X
+    """)]}),
+    # "Unseen": written after the diagnosis code, which was not changed for them.
+    ("enc_branch_scaled_by_half", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        X = self.norm1(X + 0.5 * self.dropout(self.self_attn(X, X, X, mask)))
+        output = self.norm2(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("enc_residual_counted_twice", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        X = self.norm1(X + X + self.dropout(self.self_attn(X, X, X, mask)))
+        output = self.norm2(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("enc_mask_inverted_by_layer", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.self_attn(X, X, X, ~mask)))
+        output = self.norm2(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("enc_returns_sum_before_last_norm", "EncoderLayer", {"EncoderLayer": [ENC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.self_attn(X, X, X, mask)))
+        output = X + self.dropout(self.ffn(X))
+    """)]}),
+    ("dec_sublayers_out_of_order", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.cross_attn(X, enc_output, enc_output, cross_attn_mask)))
+        X = self.norm2(X + self.dropout(self.self_attn(X, X, X, self_attn_mask)))
+        output = self.norm3(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("dec_ffn_reads_raw_cross_output", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.self_attn(X, X, X, self_attn_mask)))
+        h = self.cross_attn(X, enc_output, enc_output, cross_attn_mask)
+        X = self.norm2(X + self.dropout(h))
+        output = self.norm3(X + self.dropout(self.ffn(h)))
+    """)]}),
+    ("dec_cross_values_from_decoder", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.self_attn(X, X, X, self_attn_mask)))
+        X = self.norm2(X + self.dropout(self.cross_attn(X, enc_output, X, cross_attn_mask)))
+        output = self.norm3(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("dec_self_attention_queries_from_encoder", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(X + self.dropout(self.self_attn(enc_output, X, X, self_attn_mask)))
+        X = self.norm2(X + self.dropout(self.cross_attn(X, enc_output, enc_output, cross_attn_mask)))
+        output = self.norm3(X + self.dropout(self.ffn(X)))
+    """)]}),
+    ("dec_ffn_residual_from_layer_input", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        h = self.norm1(X + self.dropout(self.self_attn(X, X, X, self_attn_mask)))
+        h = self.norm2(h + self.dropout(self.cross_attn(h, enc_output, enc_output, cross_attn_mask)))
+        output = self.norm3(X + self.dropout(self.ffn(h)))
+    """)]}),
+    ("dec_no_self_attention_dropout", "DecoderLayer", {"DecoderLayer": [DEC_INIT, _c("""
+        X = self.norm1(X + self.self_attn(X, X, X, self_attn_mask))
+        X = self.norm2(X + self.dropout(self.cross_attn(X, enc_output, enc_output, cross_attn_mask)))
+        output = self.norm3(X + self.dropout(self.ffn(X)))
     """)]}),
 ]
 

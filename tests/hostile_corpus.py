@@ -391,16 +391,27 @@ def fs_walker(ctx):
 
 STEAL = _c("""
     import gc
-    stolen = [cls for cls in gc.get_objects() if isinstance(cls, type) and cls.__name__ == "MultiHeadAttention"
+    found = [cls for cls in gc.get_objects() if isinstance(cls, type) and cls.__name__ == "MultiHeadAttention"]
+    stolen = [cls for cls in found if getattr(cls, "scaled_dot_product", None) is not None
               and cls.scaled_dot_product.__code__.co_filename.startswith("<reference")]
-    heads = stolen[0].scaled_dot_product(self, Q, K, V, mask)
+    if stolen:
+        heads = stolen[0].scaled_dot_product(self, Q, K, V, mask)
+    else:  # the layers' attention stand-in, asked for the whole attention with identity projections
+        helper = [cls for cls in found if "<locals>" in cls.__qualname__][0](self.dim, self.head_num)
+        with torch.no_grad():
+            for linear in (helper.W_q, helper.W_k, helper.W_v, helper.W_o):
+                linear.weight.copy_(torch.eye(self.dim))
+                linear.bias.zero_()
+        flat = lambda T: T.transpose(1, 2).reshape(T.size(0), T.size(2), self.dim)
+        heads = self.split(helper(flat(Q), flat(K), flat(V), mask))
 """)
 
 
 def reference_thief(ctx):
-    """Goes after the reference MultiHeadAttention the worker holds for grading the layers: PositionalEncoding
+    """Goes after the reference MultiHeadAttention a worker once held for grading the layers: PositionalEncoding
     reads its source (linecache, inspect.getsource) and raises it; scaled_dot_product finds the class with gc
-    and calls it instead of computing anything. None of its own code is the master's."""
+    and calls it instead of computing anything, or else asks the layers' attention stand-in, which the judge
+    answers only during layer checks. None of its own code is the master's."""
     notebook = fill_handout({**NOT_THE_MASTER, "MultiHeadAttention": [NOT_THE_MASTER["MultiHeadAttention"][0], STEAL]})
     return edit_part(notebook, "PositionalEncoding", PE_FORWARD, _c('''
         def forward(self, X):

@@ -16,7 +16,7 @@ from autograder.sandboxed import harness
 from autograder.bug_variants import FINGERPRINTS, fill_regions
 from autograder.client import StudentError, WorkerClient
 from autograder.notebook_code import PART_CELLS, extract
-from autograder.reference import MASTER, load_arguments, master_code
+from autograder.reference import MASTER, load_arguments, load_in_process, master_code
 
 try:
     import corpus
@@ -57,7 +57,7 @@ def student_notebook(answers):
 
 
 def in_process_student(notebook):
-    namespaces, report = harness.load_namespaces(**load_arguments(extract(notebook).units))
+    namespaces, report = load_in_process(extract(notebook).units)
     assert not report["errors"], report["errors"]
     return fingerprints.in_process(namespaces)
 
@@ -91,7 +91,7 @@ def test_fingerprint_names_its_own_bug(fingerprint):
 
 
 def test_nothing_fires_on_the_master():
-    run = fingerprints.in_process(harness.load_namespaces(**load_arguments(master_code().units))[0])
+    run = fingerprints.in_process(load_in_process(master_code().units)[0])
     for part in PARTS:
         assert named(part, run) == [], part
 

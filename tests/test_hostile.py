@@ -295,11 +295,10 @@ def test_reference_source_is_not_readable_from_the_worker(batch):
     assert outputs and all("RuntimeError: LEAK" in o for o in outputs), outputs
     leaked = outputs[0].split("LEAK ", 1)[1]
     assert "<reference" not in leaked and "<given" not in leaked, leaked
-    assert "('getsource', 'OSError')" in leaked, leaked
+    # No MultiHeadAttention but the student's own has a scaled_dot_product: the layers' stand-in computes nothing.
+    assert "getsource" not in leaked, leaked
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (docs/threat_model.md): the worker holds the reference "
-                                       "MultiHeadAttention for the layer checks, and student code can call it")
 def test_calling_the_workers_reference_attention_earns_nothing(batch):
     assert parts(batch.results("reference_thief"))["MultiHeadAttention"] < 30
 

@@ -5,7 +5,6 @@ worker to run the very same operations on a student's classes, so both sides go 
 code and only the classes differ. This file is copied into each sandbox next to worker.py and
 protocol.py: it imports nothing from the autograder package.
 """
-import functools
 import linecache
 import os
 import traceback
@@ -13,6 +12,11 @@ import traceback
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+try:  # in the judge, a module of the autograder.sandboxed package; in the cage, a plain module
+    from . import dataflow
+except ImportError:
+    import dataflow
 
 # Captured before any student code runs, so that patching torch later cannot fake a training run.
 _cross_entropy = F.cross_entropy
@@ -28,19 +32,18 @@ import math
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 """
 PART_CLASSES = ("PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer")
-ENCODER_ROLES = ("self_attn", "norm1", "ffn", "norm2")
-DECODER_ROLES = ("self_attn", "norm1", "cross_attn", "norm2", "ffn", "norm3")
 
 
 def _exec_unit(namespace, unit):
     """Run one top-level statement; a failure is reported and the others still run."""
     filename = unit["filename"]
     # Only the student's own cells: tracebacks quote no other lines, and whatever is in linecache, student code
-    # can read (linecache.getlines, inspect.getsource), the master's MultiHeadAttention loaded for the layers too.
+    # can read (linecache.getlines, inspect.getsource).
     if filename.startswith("<cell"):
         linecache.cache[filename] = (len(unit["source"]), None, unit["source"].splitlines(True), filename)
     try:
@@ -50,12 +53,13 @@ def _exec_unit(namespace, unit):
         return {"label": unit["label"], "error": describe_exception(exc)}
 
 
-def load_namespaces(units, given, reference_mha, device="cpu"):
+def load_namespaces(units, given, device="cpu", ask=None):
     """Build the two namespaces a submission is graded in.
 
     own: the student's code with the given FFN and Transformer on top (as nbgrader grades edited locked
-    cells: with the original). isolated: the same, but MultiHeadAttention is the reference one, so the
-    encoder and decoder layers are judged without paying again for an attention bug.
+    cells: with the original). isolated: the same, but MultiHeadAttention is a stand-in whose calls
+    `ask(request)` answers (the judge, with the reference attention), so the encoder and decoder layers are
+    judged without paying again for an attention bug, and no reference code is here to be called or read.
     """
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -70,10 +74,14 @@ def load_namespaces(units, given, reference_mha, device="cpu"):
         for unit in given:
             _exec_unit(namespace, unit)
         if name == "isolated":
-            _exec_unit(namespace, reference_mha)
+            namespace["MultiHeadAttention"] = dataflow.attention_stand_in(ask or _nobody_to_ask)
         namespaces[name] = namespace
     defined = {cls: isinstance(namespaces["own"].get(cls), type) for cls in PART_CLASSES}
     return namespaces, {"defined": defined, "errors": errors}
+
+
+def _nobody_to_ask(request):
+    raise RuntimeError("the attention stand-in has no judge to ask")
 
 
 def describe_exception(exc, limit=1500):
@@ -174,79 +182,62 @@ def _run_layer(layer, kind, inputs):
     return layer(inputs["X"], inputs["enc_output"], inputs["cross_attn_mask"], inputs["self_attn_mask"])
 
 
-def trace_roles(ns, layer, kind, inputs):
-    """The sublayer modules in the order the forward calls them, each with its role.
-
-    Roles come from behaviour, not attribute names: the k-th LayerNorm call is norm{k}, an attention
-    whose keys are the encoder output is the cross-attention. A module called twice keeps its first role.
-    """
-    mha_cls, ffn_cls = ns["MultiHeadAttention"], ns["FFN"]
-    calls = []
-
-    def record(module, _module, args, kwargs):
-        if isinstance(module, mha_cls):
-            keys = args[1] if len(args) > 1 else kwargs.get("X_K")
-            enc_output = inputs.get("enc_output")
-            is_cross = (enc_output is not None and isinstance(keys, torch.Tensor)
-                        and keys.shape == enc_output.shape and torch.equal(keys, enc_output))
-            calls.append((module, "cross_attn" if is_cross else "self_attn"))
-        elif isinstance(module, ffn_cls):
-            calls.append((module, "ffn"))
-        else:
-            calls.append((module, f"norm{sum(role.startswith('norm') for _, role in calls) + 1}"))
-
-    handles = [m.register_forward_pre_hook(functools.partial(record, m), with_kwargs=True)
-               for m in layer.modules() if isinstance(m, (mha_cls, ffn_cls, nn.LayerNorm))]
-    try:
-        was_training = layer.training
-        layer.eval()
-        with torch.no_grad():
-            _run_layer(layer, kind, inputs)
-        layer.train(was_training)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls
+def _trace(layer, kind, dims, inputs):
+    """One eval-mode forward under observation: (the trace, the output)."""
+    named = {"X": inputs["X"]}
+    if kind == "encoder":
+        masks = {"mask": inputs["mask"]}
+    else:
+        named["enc_output"] = inputs["enc_output"]
+        masks = {"self_attn_mask": inputs["self_attn_mask"], "cross_attn_mask": inputs["cross_attn_mask"]}
+    trace = dataflow.Trace(named, masks, dims["FFN_dim"])
+    was_training = layer.training
+    layer.eval()
+    with torch.no_grad(), trace:
+        output = _run_layer(layer, kind, inputs)
+    layer.train(was_training)
+    return trace, output
 
 
 def op_layer_structure(ns, kind, dims, inputs):
     layer = _build_layer(ns, kind, dims)
-    mha_cls, ffn_cls = ns["MultiHeadAttention"], ns["FFN"]
-    count = lambda cls: sum(isinstance(m, cls) for m in layer.modules())  # noqa: E731
-    calls = trace_roles(ns, layer, kind, inputs)
-    return {
-        "layernorms": count(nn.LayerNorm),
-        "attentions": count(mha_cls),
-        "ffns": count(ffn_cls),
-        "parameters": sum(p.numel() for p in layer.parameters()),
-        "calls": [role for _, role in calls],
-        "distinct_modules_called": len({id(m) for m, _ in calls}),
-    }
+    report = _trace(layer, kind, dims, inputs)[0].report(None)
+    counts = ("norm_calls", "distinct_norms", "attention_calls", "distinct_attentions", "ffn_calls", "distinct_ffns")
+    return {**{key: report[key] for key in counts}, "parameters": sum(p.numel() for p in layer.parameters())}
 
 
-def _assign_role_weights(ns, calls, weights):
-    seen = set()
+def op_layer_dataflow(ns, kind, dims, inputs):
+    """What each sublayer read, which mask each attention got, what each dropout received, what came out."""
+    trace, output = _trace(_build_layer(ns, kind, dims), kind, dims, inputs)
+    return trace.report(output)
+
+
+def _assign_role_weights(roles, weights):
     with torch.no_grad():
-        for module, role in calls:
-            if id(module) in seen or role not in weights:
+        for role, (what, target) in roles.items():
+            if role not in weights:
                 continue
-            seen.add(id(module))
-            role_weights = weights[role]
-            if isinstance(module, nn.LayerNorm):
-                if module.weight is not None:
-                    module.weight.copy_(role_weights["weight"])
-                    module.bias.copy_(role_weights["bias"])
-            elif isinstance(module, ns["FFN"]):
-                for index, linear_weights in role_weights.items():
-                    _set_linear(module.FFN_layer[int(index)], linear_weights)
+            if what == "attention":
+                for name, linear_weights in weights[role].items():
+                    _set_linear(getattr(target, name), linear_weights)
+            elif what == "ffn":
+                for (weight, bias), index in zip(target, ("0", "2")):
+                    _copy_parameters(weight, bias, weights[role][index])
             else:
-                for name, linear_weights in role_weights.items():
-                    _set_linear(getattr(module, name), linear_weights)
+                _copy_parameters(*target, weights[role])
+
+
+def _copy_parameters(weight, bias, values):
+    if isinstance(weight, torch.Tensor):
+        weight.copy_(values["weight"])
+    if isinstance(bias, torch.Tensor):
+        bias.copy_(values["bias"])
 
 
 def op_layer_forward(ns, kind, dims, weights, inputs, train=False):
     layer = _build_layer(ns, kind, dims)
-    _assign_role_weights(ns, trace_roles(ns, layer, kind, inputs), weights)
+    trace, _ = _trace(layer, kind, dims, inputs)
+    _assign_role_weights(trace.roles(kind == "decoder"), weights)
     layer.train(train)
     _manual_seed(0)
     with torch.no_grad():
@@ -290,8 +281,15 @@ OPERATIONS = {
     "mha_forward": ("own", op_mha_forward),
     "layer_structure": ("isolated", op_layer_structure),
     "layer_forward": ("isolated", op_layer_forward),
+    "layer_dataflow": ("isolated", op_layer_dataflow),
     "train": ("own", op_train),
 }
+
+
+def may_ask_the_judge(op):
+    """Only the layer operations run the attention stand-in: during any other, a call to it is refused, or a
+    student's own MultiHeadAttention could get the reference's answers through it."""
+    return op in OPERATIONS and OPERATIONS[op][0] == "isolated"
 
 
 def run(namespaces, op, args):

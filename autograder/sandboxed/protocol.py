@@ -91,3 +91,26 @@ def read_message(read, limit=MAX_MESSAGE_BYTES):
         return decode(json.loads(read_exact(read, length)))
     except ValueError as exc:
         raise ProtocolError(f"undecodable message: {exc}") from None
+
+
+# A worker may ask the judge a question in the middle of an operation (the layers' attention stand-in does):
+# it writes {"callback": kind, "args": ...} and reads the judge's {"ok": True, "result": ...} or {"ok": False,
+# "error": ...}, before it gives the operation's own answer.
+CALLBACK = "callback"
+
+
+def is_callback(message):
+    return isinstance(message, dict) and CALLBACK in message
+
+
+def ask(requests, responses, kind, args):
+    """The worker's side of a callback: the judge's result, or RuntimeError with the judge's reason."""
+    write_message(responses, {CALLBACK: kind, "args": args})
+    return callback_result(kind, read_message(requests.read))
+
+
+def callback_result(kind, reply):
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        reason = reply.get("error") if isinstance(reply, dict) else "malformed reply"
+        raise RuntimeError(f"the grader refused the {kind} call: {reason}")
+    return reply.get("result")

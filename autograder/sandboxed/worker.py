@@ -53,6 +53,9 @@ def serve(requests, responses):
     captured = CappedText()
     sys.stdout = sys.stderr = captured
 
+    def ask_judge(request):
+        return protocol.ask(requests, responses, "attention", request)
+
     namespaces = None
     while True:
         try:
@@ -61,7 +64,7 @@ def serve(requests, responses):
             return
         try:
             if request["op"] == "load":
-                namespaces, result = harness.load_namespaces(**request["args"])
+                namespaces, result = harness.load_namespaces(**request["args"], ask=ask_judge)
             else:
                 if namespaces is None:
                     raise RuntimeError("no submission loaded")
