@@ -132,12 +132,13 @@ class WorkerClient:
     def call(self, op, timeout, **args):
         return self.start(op, timeout, **args)()
 
-    def start(self, op, timeout, **args):
+    def start(self, op, timeout, answer_limit=MAX_ANSWER_BYTES, **args):
         """Send an operation and return a function that waits for its answer: the judge can do its own work
-        (the reference's training) while the worker runs. Nothing else may be sent before that answer."""
+        (the reference's training) while the worker runs. Nothing else may be sent before that answer. An
+        answer longer than answer_limit bytes is refused unread."""
         self.loaded()
         try:
-            finish = self._send(op, args, timeout)
+            finish = self._send(op, args, timeout, answer_limit)
         except StudentError as error:
             self.events.append((op, error.kind, error.message))
             raise
@@ -154,10 +155,10 @@ class WorkerClient:
     def _request(self, op, args, timeout):
         return self._send(op, args, timeout)()
 
-    def _send(self, op, args, timeout):
+    def _send(self, op, args, timeout, answer_limit=MAX_ANSWER_BYTES):
         clock = _Budget(self.process.pid, timeout)
         self._write(protocol.frame({"op": op, "args": args}), clock, op)
-        return lambda: self._answer(op, clock)
+        return lambda: self._answer(op, clock, answer_limit)
 
     def _write(self, data, clock, op):
         """Write a whole request without ever blocking: a worker that stops reading runs into the deadline."""
@@ -178,13 +179,13 @@ class WorkerClient:
             except (BrokenPipeError, ConnectionResetError):
                 raise self._died() from None
 
-    def _answer(self, op, clock):
+    def _answer(self, op, clock, answer_limit=MAX_ANSWER_BYTES):
         # A layer operation's attention stand-in asks the judge before the answer comes (attention_oracle); what
         # it asked stays in self.callbacks, the last operation's only. Every read and write has the op's deadline.
         self.callbacks = []
         while True:
             try:
-                response = protocol.read_message(lambda n: self._read(n, clock, op), limit=MAX_ANSWER_BYTES)
+                response = protocol.read_message(lambda n: self._read(n, clock, op), limit=answer_limit)
                 if not protocol.is_callback(response):
                     break
                 answer, record = attention_oracle.reply(op, response, len(self.callbacks))

@@ -67,6 +67,8 @@ class Context:
     client: WorkerClient
     reference: object
     settings: Settings
+    outcomes: dict = field(default_factory=dict)  # the checks run so far (the Training checks run last)
+    flags: list = field(default_factory=list)     # what a check could not verify, for the submission's flags
 
 
 class _Recorder:
@@ -74,7 +76,7 @@ class _Recorder:
 
     def __init__(self, context):
         self.context = context
-        self.outcomes = {}
+        self.outcomes = context.outcomes
 
     def pytest_configure(self, config):
         config.grading = self.context
@@ -180,7 +182,9 @@ def grade_submission(path, settings, set_aside=()):
         with WorkerClient(workdir / "scratch", load_args, limits=settings.limits, isolation=settings.isolation,
                           require_sandbox=settings.require_sandbox,
                           reuse_interpreter=settings.reuse_interpreter) as client:
-            outcomes = training_cause.explain(run_checks(Context(client, reference("cpu"), settings)))
+            context = Context(client, reference("cpu"), settings)
+            outcomes = training_cause.explain(run_checks(context))
+            flags += context.flags
             # Failed parts get the known bug they behave like, if any, in their checks' output.
             outcomes, extra["named_bugs"] = fingerprints.name_bugs(outcomes, client, min(settings.check_timeout, 10.0))
             extra.update(isolation=client.isolation_used,

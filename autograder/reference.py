@@ -63,6 +63,18 @@ class Reference:
     def training(self, config, steps, seed, device):
         return self._cached_training(json.dumps([config, steps, seed, device], sort_keys=True))
 
+    @functools.lru_cache(maxsize=None)
+    def _cached_count(self, key):
+        config = json.loads(key)
+        model = self.namespaces["own"]["Transformer"](
+            config["vocab"], config["vocab"], config["dim"], config["head_num"], config["layer_num"],
+            config["FFN_dim"], config["seq_len_max"], config["dropout"])
+        return sum(p.numel() for p in model.parameters())
+
+    def parameter_count(self, config):
+        """How many parameters the reference Transformer has in this training configuration."""
+        return self._cached_count(json.dumps(config, sort_keys=True))
+
 
 @functools.lru_cache(maxsize=None)
 def reference(device="cpu"):

@@ -246,13 +246,7 @@ def op_layer_forward(ns, kind, dims, weights, inputs, train=False):
 
 # ----------------------------------------------------------------- training
 
-def op_train(ns, config, steps, seed=0, device="cpu"):
-    """The notebook's training loop on a fixed random batch, with the student's parts inside the given model."""
-    fraction = os.environ.get("AUTOGRADER_GPU_MEMORY_FRACTION")
-    if fraction and device == "cuda":
-        # The training worker on a GPU has no address-space cap (sandbox.Limits.for_training): this caps the
-        # device memory instead. Code in the same process could lift it; it is a limit, not a wall.
-        torch.cuda.set_per_process_memory_fraction(float(fraction))
+def _model_and_batch(ns, config, seed, device):
     _manual_seed(seed)
     vocab = config["vocab"]
     model = ns["Transformer"](vocab, vocab, config["dim"], config["head_num"], config["layer_num"],
@@ -261,6 +255,38 @@ def op_train(ns, config, steps, seed=0, device="cpu"):
     shape = (config["batch_size"], config["seq_len_max"])
     src = torch.randint(1, vocab, shape, generator=generator).to(device)
     tgt = torch.randint(1, vocab, shape, generator=generator).to(device)
+    return model, src, tgt
+
+
+def op_loss_with_weights(ns, config, weights, seed=0, device="cpu"):
+    """The eval-mode loss, on the training batch, of a model built from these classes and given `weights` (by
+    role, as weights_by_role names them). The judge runs it on the reference classes with a student's trained
+    weights: a loss the worker reports can be faked, this one cannot."""
+    model, src, tgt = _model_and_batch(ns, config, seed, device)
+    targets = weights_by_role(ns, model, config)
+    missing = sorted(set(targets) - set(weights))
+    wrong = sorted(name for name in set(targets) & set(weights)
+                   if not isinstance(weights[name], torch.Tensor) or weights[name].shape != targets[name].shape)
+    if missing or wrong:
+        return {"loaded": False, "missing": missing[:5], "wrong_shape": wrong[:5]}
+    with torch.no_grad():
+        for name, target in targets.items():
+            target.copy_(weights[name].to(target.dtype))
+        model.eval()
+        logits = model(src, tgt[:, :-1])
+        loss = _cross_entropy(logits.reshape(-1, config["vocab"]), tgt[:, 1:].reshape(-1), ignore_index=0)
+    return {"loaded": True, "loss": float(_item(loss))}
+
+
+def op_train(ns, config, steps, seed=0, device="cpu"):
+    """The notebook's training loop on a fixed random batch, with the student's parts inside the given model."""
+    fraction = os.environ.get("AUTOGRADER_GPU_MEMORY_FRACTION")
+    if fraction and device == "cuda":
+        # The training worker on a GPU has no address-space cap (sandbox.Limits.for_training): this caps the
+        # device memory instead. Code in the same process could lift it; it is a limit, not a wall.
+        torch.cuda.set_per_process_memory_fraction(float(fraction))
+    model, src, tgt = _model_and_batch(ns, config, seed, device)
+    vocab = config["vocab"]
     optimizer = _adam(model.parameters(), lr=0.0001, betas=(0.9, 0.98), eps=1e-9)
     model.train()
     losses = []
@@ -271,7 +297,66 @@ def op_train(ns, config, steps, seed=0, device="cpu"):
         _backward(loss)
         _adam_step(optimizer)
         losses.append(float(_item(loss)))
-    return {"losses": losses}
+    with torch.no_grad():
+        trained = {role: tensor.detach().to("cpu").clone() for role, tensor in weights_by_role(ns, model, config).items()}
+    return {"losses": losses, "weights": trained}
+
+
+def _attention_calls(ns, layer):
+    """Which MultiHeadAttention of the layer is called with which keys, however it is called: each instance's
+    forward is wrapped for one traced pass (an instance attribute, so `.forward()` calls are seen too)."""
+    calls, wrapped = [], []
+    for module in layer.modules():
+        if isinstance(module, ns["MultiHeadAttention"]) and "forward" not in vars(module):
+            def watch(*args, _module=module, _forward=module.forward, **kwargs):
+                keys = args[1] if len(args) > 1 else kwargs.get("X_K")
+                calls.append((_module, keys))
+                return _forward(*args, **kwargs)
+            module.forward = watch
+            wrapped.append(module)
+    return calls, wrapped
+
+
+def weights_by_role(ns, model, config):
+    """A Transformer's parameters named by what they do, not by attribute names: `given.<name>` for the given
+    model's own, and `<encoder|decoder>.<i>.<role>.<parameter>` for each layer's sublayers, roles found from a
+    traced pass (dataflow.Trace; an attention reading the encoder output is the cross-attention). The judge
+    loads a student's trained weights into the reference model with it (autograder/checks/training_audit.py)."""
+    dims = {"dim": config["dim"], "head_num": config["head_num"], "FFN_dim": config["FFN_dim"], "dropout": 0.0}
+    found = {f"given.{name}": value for name, value in model.named_parameters()
+             if name.split(".")[0] in ("enc_embeds", "dec_embeds", "Linear")}
+    generator = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    for kind in ("encoder", "decoder"):
+        for index, layer in enumerate(getattr(model, kind)):
+            X = torch.randn(1, 5, dims["dim"], generator=generator).to(device)
+            mask = torch.ones(1, 1, 1, 5, dtype=torch.bool, device=device)
+            inputs = {"X": X, "mask": mask, "enc_output": torch.randn(1, 5, dims["dim"], generator=generator).to(device),
+                      "cross_attn_mask": mask, "self_attn_mask": torch.tril(mask.expand(1, 1, 5, 5))}
+            calls, wrapped = _attention_calls(ns, layer)
+            try:
+                roles = _trace(layer, kind, dims, inputs)[0].roles(kind == "decoder")
+            finally:
+                for module in wrapped:
+                    del module.forward
+            attentions = {}
+            for module, keys in calls:
+                role = "cross_attn" if kind == "decoder" and keys is inputs["enc_output"] else "self_attn"
+                attentions.setdefault(role, module)
+            prefix = f"{kind}.{index}"
+            for role, module in attentions.items():
+                for name in ("W_q", "W_k", "W_v", "W_o"):
+                    for part in ("weight", "bias"):
+                        value = getattr(getattr(module, name, None), part, None)
+                        if isinstance(value, torch.Tensor):
+                            found[f"{prefix}.{role}.{name}.{part}"] = value
+            for role, (what, target) in roles.items():
+                if what == "ffn":
+                    for (weight, bias), linear in zip(target, ("0", "2")):
+                        found.update({f"{prefix}.ffn.{linear}.weight": weight, f"{prefix}.ffn.{linear}.bias": bias})
+                elif what == "norm":
+                    found.update({f"{prefix}.{role}.weight": target[0], f"{prefix}.{role}.bias": target[1]})
+    return {name: value for name, value in found.items() if isinstance(value, torch.Tensor)}
 
 
 OPERATIONS = {
@@ -283,6 +368,7 @@ OPERATIONS = {
     "layer_forward": ("isolated", op_layer_forward),
     "layer_dataflow": ("isolated", op_layer_dataflow),
     "train": ("own", op_train),
+    "loss_with_weights": ("own", op_loss_with_weights),
 }
 
 
