@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .sandboxed import harness
+from .assignment import CLASS_PARTS
 from .bug_variants import FINGERPRINTS, fill_regions
 from .checks.layers import DIMS, decoder_inputs, encoder_inputs, key_padding_mask, role_weights
 from .client import StudentError
@@ -33,7 +34,7 @@ from .rubric import RUBRIC
 
 ATOL, RTOL = 1e-5, 1e-4
 MIN_COVERAGE = 0.5
-PROBED_PARTS = ("PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer")
+PROBED_PARTS = tuple(part.name for part in CLASS_PARTS)
 # Failures that say the code gave no answer at all: probing again would only hit the same wall.
 NO_ANSWER = ("time limit", "memory limit", "the code crashed", "the code ended", "the submission could not be loaded",
              "class ")

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import MASTER
+from .assignment import FREE_RESPONSE
 
-ANSWER_GRADE_ID = "what_you_tried"
+ANSWER_GRADE_ID = FREE_RESPONSE
 ANSWER_HEADING = re.compile(r"^#+\s*What you tried and found\s*$", re.IGNORECASE | re.MULTILINE)
 PLACEHOLDER = "YOUR ANSWER HERE"
 ANSWER_CAP = 8000      # characters kept in results.json: a page of text; more is noted as cut

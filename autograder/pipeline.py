@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, scratch, training_cause, unpack
+from .assignment import TRAINING
 from .client import WorkerClient
 from .notebook_code import extract
 from .outcome import CheckFailed, Outcome, as_outcome
@@ -25,12 +26,7 @@ from .rubric import PARTS, RUBRIC, TOTAL
 
 CHECKS = Path(__file__).resolve().parent / "checks"
 
-# Training on a CPU: a small model that still shows a clear fall in a few seconds.
-CPU_TRAINING = {"vocab": 200, "dim": 64, "head_num": 4, "layer_num": 2, "FFN_dim": 128, "seq_len_max": 16,
-                "batch_size": 16, "dropout": 0.1}
-# On a GPU: the notebook's own configuration and number of epochs.
-GPU_TRAINING = {"vocab": 5000, "dim": 512, "head_num": 4, "layer_num": 3, "FFN_dim": 2048, "seq_len_max": 100,
-                "batch_size": 64, "dropout": 0.1}
+CPU_TRAINING, GPU_TRAINING = TRAINING["cpu"]["config"], TRAINING["cuda"]["config"]
 
 
 @dataclass
@@ -49,16 +45,20 @@ class Settings:
         return self.device == "cuda"
 
     @property
+    def training(self):
+        return TRAINING["cuda" if self.on_gpu else "cpu"]
+
+    @property
     def training_config(self):
-        return GPU_TRAINING if self.on_gpu else CPU_TRAINING
+        return self.training["config"]
 
     @property
     def training_steps(self):
-        return 100 if self.on_gpu else 40
+        return self.training["steps"]
 
     @property
     def training_timeout(self):
-        return 300.0 if self.on_gpu else 90.0
+        return self.training["timeout"]
 
 
 @dataclass

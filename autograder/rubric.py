@@ -6,7 +6,8 @@ runs all of the student's parts together).
 """
 from dataclasses import dataclass
 
-PARTS = ("PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer", "Training")
+from .assignment import PART_NAMES as PARTS
+from .assignment import PARTS as _SPEC
 
 
 @dataclass(frozen=True)
@@ -53,4 +54,7 @@ RUBRIC = {
 }
 
 TOTAL = sum(line.points for line in RUBRIC.values())
-assert TOTAL == 100, TOTAL
+# The lines of each part add up to the points autograder/assignment.py gives it.
+for _part in _SPEC:
+    assert sum(line.points for line in RUBRIC.values() if line.part == _part.name) == _part.points, _part
+assert TOTAL == sum(p.points for p in _SPEC) == 100, TOTAL

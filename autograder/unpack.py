@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import student_ids
+from .assignment import NOTEBOOK
 from .student_ids import STUDENT_ID_RE, SUBMISSION_SUFFIXES  # noqa: F401 (part of this module's interface)
 
-NOTEBOOK_NAME = "Assignment2-1_Transformer_from_scratch.ipynb"
+NOTEBOOK_NAME = NOTEBOOK
 EXTRACTED_NAME = "submission.ipynb"
 # The handout has 31 cells. Cells past this many are dropped at intake, before anything downstream (the code
 # extraction, nbgrader's checksums of locked cells) spends time and memory per cell; a class defined in a

@@ -9,10 +9,9 @@ import time
 
 import pytest
 
+from autograder.assignment import classes_needed
 from autograder.client import StudentError
 
-NEEDS = {"pe": ("PositionalEncoding",), "mha_info": ("MultiHeadAttention",), "mha_sdp": ("MultiHeadAttention",),
-         "mha_forward": ("MultiHeadAttention",), "train": ("PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer")}
 PREFIX = {"time": "", "memory": "", "crash": "", "protocol": "", "exception": "your code raised an error:\n"}
 
 
@@ -27,7 +26,7 @@ class Student:
 
     def start(self, op, *, timeout=None, **args):
         """run(), in two halves: send now, and return a function that waits for the answer."""
-        needed = NEEDS.get(op) or ("EncoderLayer" if args.get("kind") == "encoder" else "DecoderLayer",)
+        needed = classes_needed(op, args.get("kind"))
         # A load past its time limit (a class body that sleeps runs into the wall-time backstop, 4 x 60 s) is not
         # tried again: every one of the 23 checks would wait that long again, far past the submission's budget.
         if self.load_failure is not None:
