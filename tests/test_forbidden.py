@@ -1,0 +1,183 @@
+"""The rule that attention is written from scratch: torch's ready-made attention is found however it is
+reached (aliases, helpers, private entry points, lookups by name), statically by the audit
+(autograder/forbidden.py), and at run time by the worker's kernel watch (autograder/sandboxed/kernel_watch.py).
+
+Every static case is the reference solution with one way of reaching torch's attention put in; each must
+withhold exactly the part that reached it. Correct code written in any style must withhold nothing.
+"""
+import json
+
+import pytest
+
+import hostile_corpus as hc
+from corpus import CORRECT, MASTER
+from autograder import audit
+from autograder.notebook_code import extract
+
+MHA_INIT, MHA_BODY = hc.REF["MultiHeadAttention"]
+SDPA_ARGS = "(Q, K, V, attn_mask=mask)"
+
+
+def findings_for(answers, helper_cell=None, edit=None):
+    """The audit of the reference with `answers` for some parts, `helper_cell` in a cell of its own and
+    `edit` (old, new) made in MultiHeadAttention's cell."""
+    notebook = hc.fill_handout(answers)
+    if edit is not None:
+        hc.edit_part(notebook, "MultiHeadAttention", *edit)
+    if helper_cell is not None:
+        hc.insert_after(notebook, hc.index_of_part(notebook, "MultiHeadAttention") - 1, hc._c(helper_cell))
+    return audit.forbidden_api(extract(hc.renumber(notebook)))
+
+
+def mha(body, init=""):
+    """MultiHeadAttention with scaled_dot_product's body replaced (and lines added to __init__)."""
+    return {"MultiHeadAttention": [MHA_INIT + ("\n" + hc._c(init) if init else ""), hc._c(body)]}
+
+
+CASES = {
+    # The six bypasses of the old audit.
+    "top-level alias": (mha(f"heads = sdpa{SDPA_ARGS}"), "sdpa = F.scaled_dot_product_attention"),
+    "helper calling a helper": (mha("heads = outer(Q, K, V, mask)"), """
+        def inner(q, k, v, m):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+        def outer(q, k, v, m):
+            return inner(q, k, v, m)
+    """),
+    "private math entry point": (mha("heads = torch._scaled_dot_product_attention_math(Q, K, V, mask)[0]"), None),
+    "private native MHA": (mha("""
+        heads = torch._native_multi_head_attention(Q, K, V, 8, 1, self.W_q.weight, self.W_q.bias,
+                                                   self.W_o.weight, self.W_o.bias)[0]
+    """), None),
+    "vars(F)[...]": (mha(f'heads = vars(F)["scaled_dot_product_attention"]{SDPA_ARGS}'), None),
+    "local alias of the module": (mha(f"f = F\nheads = f.scaled_dot_product_attention{SDPA_ARGS}"), None),
+    "module stored on self": (mha(f"heads = self.f.scaled_dot_product_attention{SDPA_ARGS}", init="self.f = F"), None),
+    # Further ways in.
+    "helpers three deep": (mha("heads = first(Q, K, V, mask)"), """
+        def third(q, k, v, m):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+        def second(q, k, v, m):
+            return third(q, k, v, m)
+
+        def first(q, k, v, m):
+            return second(q, k, v, m)
+    """),
+    "getattr with a constructed name": (
+        mha(f'heads = getattr(F, "scaled_" + "dot_product_attention"){SDPA_ARGS}'), None),
+    "getattr with a name known only at run time": (
+        mha(f'heads = getattr(F, "".join(["scaled_", "dot_product_attention"])){SDPA_ARGS}'), None),
+    "importlib": (mha(f'heads = importlib.import_module("torch.nn.functional").scaled_dot_product_attention{SDPA_ARGS}'),
+                  "import importlib"),
+    "__import__": (mha(f'heads = __import__("torch.nn.functional", fromlist=["x"]).scaled_dot_product_attention'
+                       f'{SDPA_ARGS}'), None),
+    "F.__dict__.get": (mha(f'heads = F.__dict__.get("scaled_dot_product_attention"){SDPA_ARGS}'), None),
+    "sys.modules": (mha(f'heads = sys.modules["torch.nn.functional"].scaled_dot_product_attention{SDPA_ARGS}'),
+                    "import sys"),
+    "flash kernel through torch.ops": (
+        mha("heads = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(Q, K, V)[0]"), None),
+    "torch._C._nn": (mha(f"heads = torch._C._nn.scaled_dot_product_attention{SDPA_ARGS}"), None),
+    "kernel choice": (mha(f"choice = torch._fused_sdp_choice{SDPA_ARGS}\n" + MHA_BODY), None),
+    "a top-level lambda": (mha("heads = attend(Q, K, V, mask)"),
+                           "attend = lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m)"),
+    "functools.partial": (mha("heads = attend(Q, K, V, attn_mask=mask)"), """
+        import functools
+        attend = functools.partial(F.scaled_dot_product_attention, dropout_p=0.0)
+    """),
+    "module passed to a helper": (mha("heads = attend(F, Q, K, V, mask)"), """
+        def attend(module, q, k, v, m):
+            return module.scaled_dot_product_attention(q, k, v, attn_mask=m)
+    """),
+    "alias in a class body": (mha(f"heads = self.kernel{SDPA_ARGS}"), None),
+    "module stored by a base class": (mha(f"heads = self.lib.scaled_dot_product_attention{SDPA_ARGS}"), """
+        class Base(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lib = F
+    """),
+    "encoder layer fast path": ({"EncoderLayer": [hc.REF["EncoderLayer"][0], hc._c("""
+        output = torch._transformer_encoder_layer_fwd(X, 32, 4, None, None, None, None, True, False, 1e-5,
+                                                      None, None, None, None, None, None, None, None, mask)
+    """)]}, None),
+    "decoder layer with nn.MultiheadAttention under another name": ({"DecoderLayer": [
+        hc.REF["DecoderLayer"][0] + "\nself.library = tnn.MultiheadAttention(dim, head_num)", hc.REF["DecoderLayer"][1]]},
+        "tnn = torch.nn"),
+}
+EDITS = {
+    "alias in a class body": ("    def __init__", "    kernel = staticmethod(F.scaled_dot_product_attention)\n\n    def __init__"),
+    "module stored by a base class": ("class MultiHeadAttention(nn.Module)", "class MultiHeadAttention(Base)"),
+}
+EXPECTED_PART = {"encoder layer fast path": "EncoderLayer",
+                 "decoder layer with nn.MultiheadAttention under another name": "DecoderLayer"}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_way_to_reach_torch_attention_withholds_its_part(case):
+    answers, helper_cell = CASES[case]
+    findings = findings_for(answers, helper_cell, EDITS.get(case))
+    part = EXPECTED_PART.get(case, "MultiHeadAttention")
+    assert list(findings.withheld) == [part], findings.flags
+    assert findings.flags[0].startswith(f"forbidden API in {part}: "), findings.flags
+
+
+def test_a_helper_chain_is_named_in_the_flag():
+    answers, helper_cell = CASES["helpers three deep"]
+    flag = findings_for(answers, helper_cell).flags[0]
+    assert "F.scaled_dot_product_attention" in flag and "through first -> second -> third" in flag, flag
+
+
+def test_a_name_known_only_at_run_time_is_said_so():
+    answers, helper_cell = CASES["getattr with a name known only at run time"]
+    flag = findings_for(answers, helper_cell).flags[0]
+    assert "torch.nn.functional under a name computed at run time" in flag, flag
+
+
+def test_a_cheating_attention_does_not_cost_the_layers_that_use_it():
+    # The layers build MultiHeadAttention, which reaches torch's attention: they are graded with the
+    # reference attention, so only MultiHeadAttention's points go.
+    answers, helper_cell = CASES["helpers three deep"]
+    assert list(findings_for(answers, helper_cell).withheld) == ["MultiHeadAttention"]
+
+
+@pytest.mark.parametrize("name", [name for name, _ in CORRECT])
+def test_correct_code_in_any_style_is_not_flagged(name):
+    findings = findings_for(dict(CORRECT)[name])
+    assert not findings.flags and not findings.withheld
+
+
+def test_the_master_notebook_is_not_flagged():
+    findings = audit.forbidden_api(extract(json.loads(MASTER.read_text(encoding="utf-8"))))
+    assert not findings.flags and not findings.withheld
+
+
+def test_honest_code_near_the_forbidden_names_is_not_flagged():
+    findings = findings_for(mha("""
+        # not F.scaled_dot_product_attention: by hand
+        note = "nn.MultiheadAttention and F.scaled_dot_product_attention are not allowed"
+        attention = F.softmax(Q @ K.transpose(-2, -1) / math.sqrt(self.word_dim), dim=-1)
+        if mask is not None:
+            attention = attention.masked_fill(~mask, 0.0)
+            attention = attention / attention.sum(-1, keepdim=True).clamp_min(1e-9)
+        attention = F.dropout(attention, 0.0, self.training)
+        scaled_dot_product_attention = attention @ V
+        heads = nn.functional.layer_norm(scaled_dot_product_attention, (V.size(-1),), eps=1e30) * 0 \\
+            + torch.matmul(attention, V)
+    """, init="self.act = getattr(nn, 'Softmax')(dim=-1)"), """
+        def scaled_dot_product_attention(q, k, v):
+            # my own, from scratch
+            return torch.softmax(q @ k.transpose(-2, -1), dim=-1) @ v
+        helpers = {"attention": scaled_dot_product_attention, "softmax": F.softmax}
+    """)
+    assert not findings.flags and not findings.withheld
+
+
+def test_forbidden_names_in_comments_and_strings_are_not_uses():
+    findings = audit.forbidden_api(extract(hc.toplevel_heavy_mentions(None)))
+    assert not findings.flags
+
+
+def test_code_the_audit_cannot_follow_fails_closed():
+    deep = "x = " + "+".join(["F"] * 700)  # parses; far too deep to walk
+    findings = findings_for({}, f"def helper():\n    {deep}\n    return x")
+    assert set(findings.withheld) == {"PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer"}
+    assert all("cannot follow" in flag for flag in findings.flags)
