@@ -45,6 +45,7 @@ class WorkerClient:
         self.isolation_used = None
         self.events = []   # (op, kind, message) of every failed call, for the report
         self.output = []   # what the student's code printed, capped by the worker
+        self.kernels = []  # (op, args' kind, names) per answer that says fused attention ran (kernel_watch.py)
 
     # -- lifecycle
 
@@ -139,9 +140,9 @@ class WorkerClient:
             protocol.write_message(self.process.stdin, {"op": op, "args": args})
         except BrokenPipeError:
             raise self._died() from None
-        return lambda: self._answer(op, clock)
+        return lambda: self._answer(op, clock, args.get("kind"))
 
-    def _answer(self, op, clock):
+    def _answer(self, op, clock, kind=None):
         try:
             response = protocol.read_message(lambda n: self._read(n, clock, op))
         except EOFError:
@@ -151,6 +152,8 @@ class WorkerClient:
             raise StudentError("protocol", f"the worker's answer was unreadable ({exc})") from None
         if response.get("output"):
             self.output.append(_text(response["output"]))
+        if isinstance(response.get("kernels"), list) and response["kernels"]:
+            self.kernels.append((op, kind, [_text(name)[:100] for name in response["kernels"][:10]]))
         if not isinstance(response, dict) or not response.get("ok"):
             kind = response.get("kind") if response.get("kind") in ("memory", "exception") else "exception"
             raise StudentError(kind, _text(response.get("error", "unknown error"))[:2000])

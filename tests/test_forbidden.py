@@ -6,14 +6,23 @@ Every static case is the reference solution with one way of reaching torch's att
 withhold exactly the part that reached it. Correct code written in any style must withhold nothing.
 """
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 import hostile_corpus as hc
 from corpus import CORRECT, MASTER
 from autograder import audit
 from autograder.notebook_code import extract
 
+ROOT = Path(__file__).resolve().parents[1]
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
+PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 MHA_INIT, MHA_BODY = hc.REF["MultiHeadAttention"]
 SDPA_ARGS = "(Q, K, V, attn_mask=mask)"
 
@@ -181,3 +190,78 @@ def test_code_the_audit_cannot_follow_fails_closed():
     findings = findings_for({}, f"def helper():\n    {deep}\n    return x")
     assert set(findings.withheld) == {"PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer"}
     assert all("cannot follow" in flag for flag in findings.flags)
+
+
+# --------------------------------------------------------------------------- the second line: at run time
+
+def _watched(function):
+    from autograder.sandboxed import kernel_watch
+
+    with kernel_watch.Watch() as watch:
+        function()
+    return watch.report()
+
+
+def _qkv():
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(2, 4, 6, 8, generator=generator) for _ in range(3)]
+
+
+def test_the_kernel_watch_sees_fused_attention_under_any_name():
+    q, k, v = _qkv()
+    hidden = eval("F.scaled_" + "dot_product_attention", {"F": F})  # nothing the audit could read
+    assert "aten._scaled_dot_product_flash_attention_for_cpu" in _watched(lambda: hidden(q, k, v))
+    assert "_scaled_dot_product_attention_math" in _watched(lambda: torch._scaled_dot_product_attention_math(q, k, v))
+    assert "_scaled_dot_product_attention_math" in _watched(
+        lambda: torch.ops.aten._scaled_dot_product_attention_math(q, k, v))
+    mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    x = torch.randn(2, 5, 32)
+    with torch.no_grad():
+        assert "multi_head_attention_forward" in _watched(lambda: mha(x, x, x))
+        layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True).eval()
+        assert _watched(lambda: layer(x))
+
+
+def test_the_kernel_watch_is_quiet_for_attention_from_scratch():
+    q, k, v = _qkv()
+    assert _watched(lambda: torch.softmax(q @ k.transpose(-2, -1) / 8**0.5, dim=-1) @ v) == []
+    assert _watched(lambda: F.dropout(F.layer_norm(q, (8,)), 0.1) + F.softmax(q, -1)) == []
+
+
+def test_a_watch_removed_by_the_code_says_so():
+    from autograder.sandboxed import kernel_watch
+
+    report = _watched(torch._C._pop_torch_function_stack)
+    assert report == [kernel_watch.REMOVED]
+    assert torch._C._len_torch_function_stack() == 0 and torch._C._len_torch_dispatch_stack() == 0
+
+
+@pytest.mark.slow
+def test_attention_hidden_from_the_audit_is_caught_at_run_time_through_the_cli(tmp_path):
+    hidden = mha('heads = eval("F.scaled_" + "dot_product_attention")(Q, K, V, attn_mask=mask)')
+    submissions = tmp_path / "in"
+    submissions.mkdir()
+    for student, answers in (("2097-00001", hidden), ("2097-00002", {})):
+        (submissions / f"{student}.ipynb").write_text(json.dumps(hc.fill_handout(answers)), encoding="utf-8")
+    assert not findings_for(hidden).flags  # the audit cannot see it: only the run time can
+
+    def grade(*extra):
+        out = tmp_path / ("out" + "".join(extra))
+        done = subprocess.run([PYTHON, "-m", "autograder", "grade", str(submissions), "--out", str(out), *extra],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return {s: json.loads((out / s / "results.json").read_text()) for s in ("2097-00001", "2097-00002")}
+
+    results = grade()
+    cheat, honest = results["2097-00001"], results["2097-00002"]
+    ran = [f for f in cheat["extra_data"]["flags"] if f.startswith("forbidden API ran in")]
+    assert ran == ["forbidden API ran in MultiHeadAttention: aten._scaled_dot_product_flash_attention_for_cpu"], ran
+    assert cheat["extra_data"]["parts"]["MultiHeadAttention"] == 0
+    assert all(t["output"].startswith("points withheld") for t in cheat["tests"]
+               if t["name"].startswith("MultiHeadAttention"))
+    assert cheat["score"] == 70, cheat["output"]  # every other part keeps its points
+    assert honest["score"] == 100 and not any("forbidden" in f for f in honest["extra_data"]["flags"]), honest["output"]
+
+    allowed = grade("--allow-forbidden")["2097-00001"]
+    assert allowed["score"] == 100 and any(f.startswith("forbidden API ran in MultiHeadAttention")
+                                           for f in allowed["extra_data"]["flags"]), allowed["output"]

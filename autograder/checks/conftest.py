@@ -13,7 +13,14 @@ from autograder.client import StudentError
 
 NEEDS = {"pe": ("PositionalEncoding",), "mha_info": ("MultiHeadAttention",), "mha_sdp": ("MultiHeadAttention",),
          "mha_forward": ("MultiHeadAttention",), "train": ("PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer")}
+# The part whose code an operation runs; the layers' operations say which layer by their `kind`.
+PART_OF = {"pe": "PositionalEncoding", "mha_info": "MultiHeadAttention", "mha_sdp": "MultiHeadAttention",
+           "mha_forward": "MultiHeadAttention", "train": "Training"}
 PREFIX = {"time": "", "memory": "", "crash": "", "protocol": "", "exception": "your code raised an error:\n"}
+
+
+def part_of(op, kind=None):
+    return PART_OF.get(op) or ("EncoderLayer" if kind == "encoder" else "DecoderLayer")
 
 
 class Student:
