@@ -13,12 +13,15 @@ import ast
 import builtins
 import sys
 
+import torch  # noqa: F401 (the modules `import torch` loads are the torch modules the analysis knows)
+
 PRELUDE = {"torch": "torch", "nn": "torch.nn", "F": "torch.nn.functional"}  # what the worker binds before any cell
 GETTERS = {"builtins.getattr", "inspect.getattr_static"}
 NAMESPACE_GETTERS = {"get", "__getitem__", "pop", "setdefault"}
 MAX_ROUNDS, MAX_PATH_PARTS, MAX_STRINGS, MAX_STRING = 25, 8, 16, 200
 GLOBALS = "<globals>"
 ANY = "*"  # a binding made under a name the audit cannot read
+TORCH_MODULES = frozenset(name for name in sys.modules if name == "torch" or name.startswith("torch."))
 
 
 class NotSettled(Exception):
@@ -26,7 +29,7 @@ class NotSettled(Exception):
 
 
 def _is_torch_module(path):
-    return path.split(".")[0] == "torch" and (path in sys.modules or path.startswith("torch.ops"))
+    return path in TORCH_MODULES or path.startswith("torch.ops")
 
 
 def _strings(atoms):
@@ -358,8 +361,12 @@ class Dataflow:
         inner = {**ctx, "scopes": ctx["scopes"] + [scope], "class_body": False}
         if ctx.get("class_body") and node.args.args:
             inner["self"] = node.args.args[0].arg
-        for default in node.args.defaults + [d for d in node.args.kw_defaults if d]:
-            self.expr(default, ctx)
+        arguments = node.args
+        positional = arguments.posonlyargs + arguments.args
+        defaults = list(zip(positional[len(positional) - len(arguments.defaults):], arguments.defaults))
+        for param, default in defaults + list(zip(arguments.kwonlyargs, arguments.kw_defaults)):
+            if default is not None:  # a default is what the parameter holds when the call leaves it out
+                self._add(self.env, (id(node), param.arg), self.expr(default, ctx))
         if isinstance(node, ast.Lambda):
             self._add(self.returns, id(node), self.expr(node.body, inner))
         else:

@@ -98,6 +98,20 @@ CASES = {
             return module.scaled_dot_product_attention(q, k, v, attn_mask=m)
     """),
     "alias in a class body": (mha(f"heads = self.kernel{SDPA_ARGS}"), None),
+    "module as a lambda's default argument": (mha("heads = attend(Q, K, V, mask)"),
+                                              "attend = lambda q, k, v, m, f=F: f.scaled_dot_product_attention(q, k, v)"),
+    "a closure": (mha("heads = attend(Q, K, V, mask)"), """
+        def make():
+            f = F
+            def inner(q, k, v, m):
+                return f.scaled_dot_product_attention(q, k, v, attn_mask=m)
+            return inner
+        attend = make()
+    """),
+    "getattr through the builtins' namespace": (
+        mha(f'heads = __builtins__.__dict__["getattr"](F, "scaled_dot_product_attention"){SDPA_ARGS}'), None),
+    "items of vars(F)": (mha(f'heads = [v for k, v in vars(F).items() if k.startswith("scaled_")][0]{SDPA_ARGS}'),
+                         None),
     "module stored by a base class": (mha(f"heads = self.lib.scaled_dot_product_attention{SDPA_ARGS}"), """
         class Base(nn.Module):
             def __init__(self):
@@ -265,3 +279,15 @@ def test_attention_hidden_from_the_audit_is_caught_at_run_time_through_the_cli(t
     allowed = grade("--allow-forbidden")["2097-00001"]
     assert allowed["score"] == 100 and any(f.startswith("forbidden API ran in MultiHeadAttention")
                                            for f in allowed["extra_data"]["flags"]), allowed["output"]
+
+
+def test_what_ran_is_charged_to_the_part_whose_operation_ran_it():
+    from autograder.pipeline import forbidden_runs
+
+    records = [("mha_sdp", None, ["aten._scaled_dot_product_flash_attention_for_cpu"]),
+               ("layer_forward", "encoder", ["multi_head_attention_forward"]),
+               ("layer_structure", "decoder", ["aten._native_multi_head_attention"]),
+               ("mha_forward", None, ["scaled_dot_product_attention"])]
+    assert forbidden_runs(records) == {"MultiHeadAttention": "aten._scaled_dot_product_flash_attention_for_cpu",
+                                       "EncoderLayer": "multi_head_attention_forward",
+                                       "DecoderLayer": "aten._native_multi_head_attention"}
