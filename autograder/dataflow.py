@@ -139,15 +139,16 @@ class Dataflow:
         elif isinstance(target, ast.Starred):
             self._bind(target.value, atoms, ctx)
         elif isinstance(target, ast.Subscript):
-            self._store_item(self.expr(target.value, ctx), self.strings(target.slice, ctx), atoms, ctx, target.value)
+            self._store_item(target.value, self.strings(target.slice, ctx), atoms, ctx)
 
-    def _store_item(self, containers, keys, atoms, ctx, base):
-        for kind, value in containers:
-            if kind == "namespace" and value == GLOBALS:
+    def _store_item(self, base, keys, atoms, ctx):
+        for kind, value in self.expr(base, ctx):
+            if kind == "namespace":  # globals()[key] = ... sets a name; vars(module)[key] = ... an attribute
                 for key in keys or [ANY]:
-                    self._add(self.env, (None, key), atoms)
-        if isinstance(base, ast.Name):  # a list or dict: its items are what it holds
-            self._add(self.env, self._key(base.id, ctx), atoms)
+                    self._add(self.env, (None, key), atoms) if value == GLOBALS else \
+                        self._add(self.attrs, (ANY, key), atoms)
+        if isinstance(base, (ast.Name, ast.Attribute, ast.Subscript)):  # a list or dict holds its items
+            self._bind(base, atoms, ctx)
 
     def _attr_owner(self, base, ctx):
         """Attributes set on `self` in a class belong to that class; any other base's to everyone."""

@@ -110,6 +110,15 @@ CASES = {
     """),
     "getattr through the builtins' namespace": (
         mha(f'heads = __builtins__.__dict__["getattr"](F, "scaled_dot_product_attention"){SDPA_ARGS}'), None),
+    "an item of an attribute set at top level": (mha(f'heads = holder.table["a"]{SDPA_ARGS}'), """
+        import types
+        holder = types.SimpleNamespace(table={})
+        holder.table["a"] = F.scaled_dot_product_attention
+    """),
+    "a name set through globals()": (mha(f"heads = sdpa{SDPA_ARGS}"), """
+        def setup():
+            globals()["sd" + "pa"] = F.scaled_dot_product_attention
+    """),
     "items of vars(F)": (mha(f'heads = [v for k, v in vars(F).items() if k.startswith("scaled_")][0]{SDPA_ARGS}'),
                          None),
     "module stored by a base class": (mha(f"heads = self.lib.scaled_dot_product_attention{SDPA_ARGS}"), """
