@@ -31,8 +31,8 @@ REMOVED = "the kernel watch (removed from torch's mode stacks by the code)"
 
 def _base_name(func):
     """`aten::_native_multi_head_attention.default` and friends -> `_native_multi_head_attention`."""
-    name = getattr(func, "__name__", "") or ""
-    return name.split("::")[-1].split(".")[0]
+    name = getattr(func, "__name__", "")
+    return name.split("::")[-1].split(".")[0] if isinstance(name, str) else ""
 
 
 class _Kernels(TorchDispatchMode):
@@ -77,7 +77,8 @@ class Watch:
         intact = True
         for stack, mode in ((torch.utils._python_dispatch._get_current_dispatch_mode_stack, self._kernels),
                             (torch.overrides._get_current_function_mode_stack, self._functions)):
-            if stack()[-1:] == [mode]:
+            modes = stack()
+            if modes and modes[-1] is mode:
                 mode.__exit__(None, None, None)
             else:
                 intact = False
