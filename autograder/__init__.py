@@ -2,7 +2,7 @@
 import sys
 
 # Part of every results.json; a change here regrades submissions that a resumed batch would otherwise reuse.
-GRADER_VERSION = "1.1.0"
+GRADER_VERSION = "1.2.0"
 
 # jsonschema, which nbformat imports, loads rfc3987_syntax when it is installed (jupyter-events pulls it in) and
 # builds its IRI grammar on import: 1.6 s of every grading process, for a string format no notebook schema uses.

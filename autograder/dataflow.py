@@ -308,7 +308,7 @@ class Dataflow:
             elif kind == "path" and value in ("builtins.__import__", "importlib.import_module"):
                 names = key(0)
                 result |= {("path", n) for n in names} | {("path", n.split(".")[0]) for n in names} if names \
-                    else {("computed", "an import")}
+                    else {("computed", value)}
             elif kind == "getter":
                 result |= self._lookup({("namespace", value)}, key(0)) if len(args) == 1 else \
                     self._lookup(args[0] if args else set(), key(1))
