@@ -171,14 +171,16 @@ class Dataflow:
                 atoms.add(("getter", value) if attr in NAMESPACE_GETTERS else ("computed", value))
             elif kind == "computed":
                 atoms.add((kind, value))
-        owner = self._attr_owner(base, ctx)
-        if owner == ANY:
-            atoms |= set().union(*[a for (o, name), a in self.attrs.items() if name in (attr, ANY)])
-        else:
-            for cls in self._class_chain(owner):
-                atoms |= self.attrs.get((cls, attr), set())
-            atoms |= self.attrs.get((ANY, attr), set()) | self.attrs.get((ANY, ANY), set())
-        return atoms
+            elif self._is_class((kind, value)):  # an instance or the class itself: its attributes and methods
+                for cls in self._class_chain(self.functions[value].name):
+                    atoms |= self.attrs.get((cls, attr), set())
+                if attr == "__class__":
+                    atoms.add((kind, value))
+        # Attributes set on objects the audit cannot name belong to every object.
+        return atoms | self.attrs.get((ANY, attr), set()) | self.attrs.get((ANY, ANY), set())
+
+    def _is_class(self, atom):
+        return atom[0] in ("instance", "function") and isinstance(self.functions.get(atom[1]), ast.ClassDef)
 
     def _class_chain(self, name):
         """A class and the notebook classes it inherits from (self.x may be set in a base class)."""
@@ -223,7 +225,7 @@ class Dataflow:
             for atom in sorted(a for a in atoms if self.is_forbidden(a)):
                 self.uses.setdefault(ctx["owner"], []).append((node.lineno, node.col_offset, node, atom))
             for atom in atoms:
-                if atom[0] == "function" and atom[1] in self.owner_of:
+                if atom[0] in ("function", "instance") and atom[1] in self.owner_of:
                     self.refers.setdefault(ctx["owner"], set()).add(self.owner_of[atom[1]])
         return atoms
 
@@ -240,7 +242,8 @@ class Dataflow:
             spaces = {a for a in objects if a[0] in ("namespace", "computed")}
             spaces |= {("namespace", a[1]) for a in objects if a[0] == "path" and a[1] in ("sys.modules", "builtins")}
             # Anything else subscripted is a list or dict: an item is whatever it holds.
-            items = {a for a in objects if a[0] in ("path", "function") and a[1] not in ("sys.modules", "builtins")}
+            items = {a for a in objects if a[0] in ("path", "function", "instance")
+                     and a[1] not in ("sys.modules", "builtins")}
             return self._lookup(spaces, keys) | items
         if isinstance(node, ast.Call):
             return self._call(node, ctx)
@@ -315,6 +318,8 @@ class Dataflow:
             elif kind == "function":
                 self._pass_arguments(value, args, keywords, ctx)
                 result |= self.returns.get(value, set())
+                if self._is_class((kind, value)):
+                    result.add(("instance", value))
             elif kind == "computed":
                 result.add((kind, value))
             else:  # a call the audit does not model
@@ -329,7 +334,7 @@ class Dataflow:
         for kind, value in atoms:
             if kind == "path" and _is_torch_module(value) or kind == "namespace" and value.split(".")[0] == "torch":
                 through.add(("computed", value))
-            elif kind in ("function", "computed") or self.is_forbidden((kind, value)):
+            elif kind in ("function", "instance", "computed") or self.is_forbidden((kind, value)):
                 through.add((kind, value))
         return through
 
@@ -362,6 +367,7 @@ class Dataflow:
         inner = {**ctx, "scopes": ctx["scopes"] + [scope], "class_body": False}
         if ctx.get("class_body") and node.args.args:
             inner["self"] = node.args.args[0].arg
+            self._add(self.env, (id(node), inner["self"]), {("instance", ctx["class_id"])})
         arguments = node.args
         positional = arguments.posonlyargs + arguments.args
         defaults = list(zip(positional[len(positional) - len(arguments.defaults):], arguments.defaults))
@@ -389,7 +395,7 @@ class Dataflow:
             for expression in [k.value for k in node.keywords] + node.decorator_list:
                 self.expr(expression, ctx)
             self.bases[node.name] = {a[1] for b in node.bases for a in self.expr(b, ctx) if a[0] == "function"}
-            body = {**ctx, "class": node.name, "class_body": True,
+            body = {**ctx, "class": node.name, "class_id": id(node), "class_body": True,
                     "scopes": ctx["scopes"] + [_Scope(node, _local_names(node), is_class=True)]}
             self.block(node.body, body)
             self._bind_name(node.name, {("function", id(node))}, ctx)

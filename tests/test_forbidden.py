@@ -300,3 +300,41 @@ def test_what_ran_is_charged_to_the_part_whose_operation_ran_it():
     assert forbidden_runs(records) == {"MultiHeadAttention": "aten._scaled_dot_product_flash_attention_for_cpu",
                                        "EncoderLayer": "multi_head_attention_forward",
                                        "DecoderLayer": "aten._native_multi_head_attention"}
+
+
+def test_a_cheating_helper_class_costs_only_the_part_that_uses_it():
+    # Every layer calls super().__init__(): a method call on an object the audit knows nothing about must
+    # not tie the layer to every class in the notebook that has an __init__.
+    findings = findings_for(mha("heads = self.kernel(Q, K, V, mask)", init="self.kernel = Kernel()"), """
+        class Kernel(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.attend = F.scaled_dot_product_attention
+
+            def forward(self, q, k, v, m):
+                return self.attend(q, k, v, attn_mask=m)
+    """)
+    assert list(findings.withheld) == ["MultiHeadAttention"], findings.flags
+
+
+def test_methods_are_followed_through_instances_and_the_class():
+    findings = findings_for(mha("heads = type(self).kernel(Q, K, V, attn_mask=mask)"), None)
+    assert not findings.flags  # no such attribute anywhere: nothing to find
+    edit = ("    def __init__", "    kernel = staticmethod(F.scaled_dot_product_attention)\n\n    def __init__")
+    body = "heads = type(self).kernel(Q, K, V, attn_mask=mask)"
+    notebook = hc.fill_handout(mha(body))
+    hc.edit_part(notebook, "MultiHeadAttention", *edit)
+    assert list(audit.forbidden_api(extract(notebook)).withheld) == ["MultiHeadAttention"]
+    helper = """
+        class Library:
+            kernel = staticmethod(F.scaled_dot_product_attention)
+        library = Library()
+    """
+    assert list(findings_for(mha(f"heads = library.kernel{SDPA_ARGS}"), helper).withheld) == ["MultiHeadAttention"]
+    called = """
+        class Attend:
+            def __call__(self, q, k, v, m):
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=m)
+        attend = Attend()
+    """
+    assert list(findings_for(mha("heads = attend(Q, K, V, mask)"), called).withheld) == ["MultiHeadAttention"]
