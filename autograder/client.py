@@ -45,7 +45,7 @@ class WorkerClient:
         self.isolation_used = None
         self.events = []   # (op, kind, message) of every failed call, for the report
         self.output = []   # what the student's code printed, capped by the worker
-        self.kernels = []  # (op, args' kind, names) per answer that says fused attention ran (kernel_watch.py)
+        self.kernels = []  # (op, its `kind` arg, names) per answer that says fused attention ran (kernel_watch.py)
 
     # -- lifecycle
 
@@ -142,7 +142,7 @@ class WorkerClient:
             raise self._died() from None
         return lambda: self._answer(op, clock, args.get("kind"))
 
-    def _answer(self, op, clock, kind=None):
+    def _answer(self, op, clock, layer=None):
         try:
             response = protocol.read_message(lambda n: self._read(n, clock, op))
         except EOFError:
@@ -153,7 +153,7 @@ class WorkerClient:
         if response.get("output"):
             self.output.append(_text(response["output"]))
         if isinstance(response.get("kernels"), list) and response["kernels"]:
-            self.kernels.append((op, kind, [_text(name)[:100] for name in response["kernels"][:10]]))
+            self.kernels.append((op, layer, [_text(name)[:100] for name in response["kernels"][:10]]))
         if not isinstance(response, dict) or not response.get("ok"):
             kind = response.get("kind") if response.get("kind") in ("memory", "exception") else "exception"
             raise StudentError(kind, _text(response.get("error", "unknown error"))[:2000])
