@@ -78,7 +78,7 @@ class Dataflow:
         self.trees = trees  # cell index -> ast.Module
         self.names = names  # a torch path through one of these is what the analysis looks for
         self.env, self.attrs, self.returns = {}, {}, {}
-        self.functions, self.owner_of, self.bases = {}, {}, {}
+        self.functions, self.owner_of, self.bases, self.methods = {}, {}, {}, set()
         self.defined = {n.name for t in trees.values() for n in t.body
                         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
         for name, path in PRELUDE.items():
@@ -156,7 +156,7 @@ class Dataflow:
             return ctx["class"]
         return ANY
 
-    def _attribute(self, base_atoms, base, attr, ctx):
+    def _attribute(self, base_atoms, attr):
         atoms = set()
         for kind, value in base_atoms:
             if kind == "path" and self.is_forbidden((kind, value)):
@@ -235,7 +235,7 @@ class Dataflow:
         if isinstance(node, ast.Constant):
             return {("str", node.value)} if isinstance(node.value, str) and len(node.value) <= MAX_STRING else set()
         if isinstance(node, ast.Attribute):
-            return self._attribute(self.expr(node.value, ctx), node.value, node.attr, ctx)
+            return self._attribute(self.expr(node.value, ctx), node.attr)
         if isinstance(node, ast.Subscript):
             keys = self.strings(node.slice, ctx)
             objects = self.expr(node.value, ctx)
@@ -315,15 +315,18 @@ class Dataflow:
             elif kind == "getter":
                 result |= self._lookup({("namespace", value)}, key(0)) if len(args) == 1 else \
                     self._lookup(args[0] if args else set(), key(1))
-            elif kind == "function":
-                self._pass_arguments(value, args, keywords, ctx)
-                result |= self.returns.get(value, set())
-                if self._is_class((kind, value)):
+            elif kind in ("function", "instance"):
+                # Building an instance runs __init__; calling one runs __call__ (forward, for a module).
+                methods = {"function": ("__init__",), "instance": ("__call__", "forward")}[kind] \
+                    if self._is_class((kind, value)) else ()
+                for function in {a[1] for m in methods for a in self._attribute({(kind, value)}, m)
+                                 if a[0] == "function"} | ({value} if kind == "function" else set()):
+                    self._pass_arguments(function, args, keywords, ctx)
+                    result |= self.returns.get(function, set()) if kind == "instance" or function == value else set()
+                if kind == "function" and self._is_class((kind, value)):
                     result.add(("instance", value))
-            elif kind == "computed":
-                result.add((kind, value))
-            else:  # a call the audit does not model
-                result |= self._passed_through(every_arg)
+            elif not (kind == "path" and value.split(".")[0] == "torch"):  # torch's own functions give tensors
+                result |= self._passed_through(every_arg)  # a call the audit does not model
         if not callees:
             result |= self._passed_through(every_arg)
         return result
@@ -345,8 +348,8 @@ class Dataflow:
         arguments = function.args
         params = [a.arg for a in arguments.posonlyargs + arguments.args]
         scope = id(function)
-        # A method called on an instance gets self first: bind both ways, as the call site cannot say which.
-        for shift in (0, 1):
+        # A method called on an instance gets self first, on its class not: bind both ways for methods.
+        for shift in (0, 1) if function_id in self.methods else (0,):
             for i, atoms in enumerate(args):
                 if i + shift < len(params):
                     self._add(self.env, (scope, params[i + shift]), atoms)
@@ -365,6 +368,8 @@ class Dataflow:
         self.owner_of[id(node)] = ctx["owner"]
         scope = _Scope(node, _local_names(node))
         inner = {**ctx, "scopes": ctx["scopes"] + [scope], "class_body": False}
+        if ctx.get("class_body"):
+            self.methods.add(id(node))
         if ctx.get("class_body") and node.args.args:
             inner["self"] = node.args.args[0].arg
             self._add(self.env, (id(node), inner["self"]), {("instance", ctx["class_id"])})

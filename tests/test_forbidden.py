@@ -338,3 +338,20 @@ def test_methods_are_followed_through_instances_and_the_class():
         attend = Attend()
     """
     assert list(findings_for(mha("heads = attend(Q, K, V, mask)"), called).withheld) == ["MultiHeadAttention"]
+    given_the_module = """
+        class Kernel(nn.Module):
+            def __init__(self, library):
+                super().__init__()
+                self.library = library
+
+            def forward(self, q, k, v, m, other):
+                return self.library.scaled_dot_product_attention(q, k, v, attn_mask=m)
+
+        class Plain(nn.Module):
+            def forward(self, q, k, v, m, library):
+                return library.scaled_dot_product_attention(q, k, v, attn_mask=m)
+    """
+    for init, body in (("self.kernel = Kernel(F)", "heads = self.kernel(Q, K, V, mask, None)"),
+                       ("self.plain = Plain()", "heads = self.plain(Q, K, V, mask, F)")):
+        findings = findings_for(mha(body, init=init), given_the_module)
+        assert list(findings.withheld) == ["MultiHeadAttention"], (init, findings.flags)
