@@ -42,7 +42,7 @@ def first_uses(trees):
     """Per top-level statement (cell index, position): its first forbidden use as (line, what), and the
     statements it refers to. Raises AuditIncomplete when the code cannot be followed."""
     try:
-        flow = Dataflow(trees, FORBIDDEN).run()
+        flow = Dataflow(trees, FORBIDDEN, sealed=set(PART_CELLS) | set(GIVEN_CELLS)).run()
     except RecursionError:
         raise AuditIncomplete("the code is nested too deeply to follow") from None
     except NotSettled as error:

@@ -121,6 +121,12 @@ CASES = {
     """),
     "items of vars(F)": (mha(f'heads = [v for k, v in vars(F).items() if k.startswith("scaled_")][0]{SDPA_ARGS}'),
                          None),
+    "a property of a base class": (mha(f"heads = self.attend{SDPA_ARGS}"), """
+        class Base(nn.Module):
+            @property
+            def attend(self):
+                return F.scaled_dot_product_attention
+    """),
     "module stored by a base class": (mha(f"heads = self.lib.scaled_dot_product_attention{SDPA_ARGS}"), """
         class Base(nn.Module):
             def __init__(self):
@@ -138,6 +144,7 @@ CASES = {
 EDITS = {
     "alias in a class body": ("    def __init__", "    kernel = staticmethod(F.scaled_dot_product_attention)\n\n    def __init__"),
     "module stored by a base class": ("class MultiHeadAttention(nn.Module)", "class MultiHeadAttention(Base)"),
+    "a property of a base class": ("class MultiHeadAttention(nn.Module)", "class MultiHeadAttention(Base)"),
 }
 EXPECTED_PART = {"encoder layer fast path": "EncoderLayer",
                  "decoder layer with nn.MultiheadAttention under another name": "DecoderLayer"}
