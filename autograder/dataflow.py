@@ -19,8 +19,14 @@ PRELUDE = {"torch": "torch", "nn": "torch.nn", "F": "torch.nn.functional"}  # wh
 GETTERS = {"builtins.getattr", "inspect.getattr_static"}
 NAMESPACE_GETTERS = {"get", "__getitem__", "pop", "setdefault"}
 MAX_ROUNDS, MAX_PATH_PARTS, MAX_STRINGS, MAX_STRING = 25, 8, 16, 200
+# The judge's work is bounded: the master notebook needs 66 facts and about 6,000 steps of work.
+MAX_ATOMS, MAX_WORK = 20_000, 2_000_000
+# Outside torch, only the ways to look things up by name matter (builtins.getattr, importlib.import_module,
+# sys.modules, inspect.getattr_static); any other path is a call the analysis does not model anyway.
+LOOKUP_MODULES = {"builtins", "importlib", "sys", "inspect"}
 GLOBALS = "<globals>"
 ANY = "*"  # a binding made under a name the audit cannot read
+UNKNOWN_STRING = ("str?", "")
 TORCH_MODULES = frozenset(name for name in sys.modules if name == "torch" or name.startswith("torch."))
 
 
@@ -85,7 +91,7 @@ class Dataflow:
         for name, path in PRELUDE.items():
             self.env[(None, name)] = {("path", path)}
         self.env[(None, "__builtins__")] = {("path", "builtins")}
-        self.recording = False
+        self.recording, self.size, self.work = False, 0, 0
         self.uses, self.refers = {}, {}  # owner -> [(line, col, node, atom)], owner -> {owner}
 
     def is_forbidden(self, atom):
@@ -95,15 +101,30 @@ class Dataflow:
 
     # ---- bindings
 
+    def _followed(self, atom):
+        if atom[0] != "path":
+            return True
+        root, depth = atom[1].split(".")[0], atom[1].count(".")
+        return self.is_forbidden(atom) or (root == "torch" and depth < MAX_PATH_PARTS) or \
+            (root in LOOKUP_MODULES and depth <= 2)
+
     def _add(self, table, key, atoms):
-        atoms = {a for a in atoms if a[0] != "path" or a[1].count(".") < MAX_PATH_PARTS or self.is_forbidden(a)}
-        strings = [a for a in atoms if a[0] == "str"]
-        if len(strings) > MAX_STRINGS:  # too many spellings to follow: the key counts as unknown
-            atoms = (atoms - set(strings)) | {("str?", "")}
         known = table.setdefault(key, set())
-        if not atoms <= known:
-            known |= atoms
-            self.changed = True
+        new = atoms - known
+        if not new:
+            return
+        new = {a for a in new if self._followed(a) and not (a[0] == "str" and UNKNOWN_STRING in known)}
+        if not new:
+            return
+        known |= new
+        strings = [a for a in known if a[0] == "str"]
+        if len(strings) > MAX_STRINGS:  # too many spellings to follow: the binding's strings become unknown
+            known.difference_update(strings)
+            known.add(UNKNOWN_STRING)
+        self.size += len(new)
+        if self.size > MAX_ATOMS:
+            raise NotSettled(f"more than {MAX_ATOMS} facts about names")
+        self.changed = True
 
     def _key(self, name, ctx):
         scopes = ctx["scopes"]
@@ -178,6 +199,7 @@ class Dataflow:
                 if attr == "__class__":
                     atoms.add((kind, value))
         # Attributes set on objects the audit cannot name belong to every object.
+        atoms = {a for a in atoms if self._followed(a)}
         return atoms | self.attrs.get((ANY, attr), set()) | self.attrs.get((ANY, ANY), set())
 
     def _is_class(self, atom):
@@ -222,6 +244,9 @@ class Dataflow:
         if node is None:
             return set()
         atoms = self._expr(node, ctx)
+        self.work += 1 + len(atoms)
+        if self.work > MAX_WORK:
+            raise NotSettled(f"more than {MAX_WORK} steps of work")
         if self.recording and isinstance(node, (ast.Name, ast.Attribute, ast.Subscript, ast.Call)):
             for atom in sorted(a for a in atoms if self.is_forbidden(a)):
                 self.uses.setdefault(ctx["owner"], []).append((node.lineno, node.col_offset, node, atom))
@@ -252,7 +277,7 @@ class Dataflow:
             left, right = self.expr(node.left, ctx), self.expr(node.right, ctx)
             if isinstance(node.op, ast.Add) and left and right and all(a[0] == "str" for a in left | right):
                 if len(left) * len(right) > MAX_STRINGS:
-                    return {("str?", "")}
+                    return {UNKNOWN_STRING}
                 return {("str", a[1] + b[1]) for a in left for b in right if len(a[1] + b[1]) <= MAX_STRING}
             return {a for a in left | right if a[0] != "str"}
         if isinstance(node, ast.JoinedStr):
@@ -297,7 +322,7 @@ class Dataflow:
         keywords = {k.arg: self.expr(k.value, ctx) for k in node.keywords}
         every_arg = set().union(*args, *keywords.values())
         key = (lambda i: _strings(args[i]) if len(args) > i else None)
-        result = set()
+        result, unmodelled = set(), False
         for kind, value in callees:
             if kind == "path" and value in GETTERS and len(args) >= 2:
                 result |= self._lookup(args[0], key(1))
@@ -328,8 +353,8 @@ class Dataflow:
                 if kind == "function" and self._is_class((kind, value)):
                     result.add(("instance", value))
             elif not (kind == "path" and value.split(".")[0] == "torch"):  # torch's own functions give tensors
-                result |= self._passed_through(every_arg)  # a call the audit does not model
-        if not callees:
+                unmodelled = True
+        if unmodelled or not callees:  # a call the audit does not model may give back what it was given
             result |= self._passed_through(every_arg)
         return result
 

@@ -7,6 +7,7 @@ withhold exactly the part that reached it. Correct code written in any style mus
 """
 import json
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -362,3 +363,14 @@ def test_methods_are_followed_through_instances_and_the_class():
                        ("self.plain = Plain()", "heads = self.plain(Q, K, V, mask, F)")):
         findings = findings_for(mha(body, init=init), given_the_module)
         assert list(findings.withheld) == ["MultiHeadAttention"], (init, findings.flags)
+
+
+def test_code_too_large_to_follow_fails_closed_quickly():
+    functions = "\n".join(f"def f{i}():\n    pass" for i in range(200))
+    every = "[" + ", ".join(f"f{i}" for i in range(200)) + "]"
+    lists = "\n".join(f"v{j} = {every}" for j in range(150))  # 30 000 facts about names
+    started = time.process_time()
+    findings = findings_for({}, functions + "\n" + lists)
+    assert time.process_time() - started < 10
+    assert set(findings.withheld) == {"PositionalEncoding", "MultiHeadAttention", "EncoderLayer", "DecoderLayer"}
+    assert all("cannot follow (more than 20000 facts about names)" in flag for flag in findings.flags), findings.flags
