@@ -61,3 +61,11 @@ def classes_needed(op, kind=None):
         if op in p.operations:
             return (p.name,)
     return ("EncoderLayer" if kind == "encoder" else "DecoderLayer",)
+
+
+def part_of(op, kind=None):
+    """The part whose code a harness operation runs (a layer operation: the layer of its `kind`)."""
+    for p in PARTS:
+        if op in p.operations:
+            return p.name
+    return "EncoderLayer" if kind == "encoder" else "DecoderLayer"

@@ -1,7 +1,8 @@
 """Reading a submission for rule breaks, without running it.
 
-- "From scratch": attention written with torch's ready-made modules or functions is found in the code's
-  AST (not by a regex over text, so comments and strings don't count) and the part's points are withheld.
+- "From scratch": attention written with torch's ready-made modules or functions, under any alias, is found
+  by a dataflow over the code's AST (forbidden.py; comments and strings don't count) and the part's points
+  are withheld.
 - Locked cells: an edited "DO NOT CHANGE" cell is found with nbgrader's own checksum against the release,
   the cell found by its nbgrader metadata, or by content when Colab stripped it (handout_match.py).
   Grading uses the original given code anyway, as nbgrader does; the edit is reported.
@@ -15,19 +16,13 @@ from dataclasses import dataclass, field
 import nbformat
 from nbgrader.utils import compute_checksum, is_locked
 
-from . import handout_match
+from . import forbidden, handout_match
 from .fast_run import fast_run_flags
 from .notebook_code import PART_CELLS
 from .reference import RELEASE
 
 STRIPPED_FLAG = ("the notebook's cell metadata was stripped (Colab does this); "
                  "cells were matched to the handout by content")
-
-FORBIDDEN = {
-    "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
-    "TransformerDecoderLayer", "scaled_dot_product_attention", "multi_head_attention_forward",
-}
-FORBIDDEN_MODULES = ("torch.nn", "torch.nn.functional", "torch.nn.modules", "nn", "F", "functional")
 
 
 @dataclass
@@ -36,84 +31,15 @@ class Findings:
     withheld: dict = field(default_factory=dict)  # part -> reason its points are withheld
 
 
-def _dotted(node):
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def _torch_aliases(trees):
-    """What imports bind, over the whole notebook (one namespace: an import in the first cell serves a class
-    three cells later): local name -> forbidden API (`from torch.nn import MultiheadAttention as MA`), and
-    the local names of torch modules (`import torch.nn as tnn`, `from torch import nn as tnn`)."""
-    imported, modules = {}, set()
-    for tree in trees:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch"):
-                for alias in node.names:
-                    if alias.name in FORBIDDEN:
-                        imported[alias.asname or alias.name] = f"{node.module}.{alias.name}"
-                    else:
-                        modules.add(alias.asname or alias.name)
-            elif isinstance(node, ast.Import):
-                modules.update(a.asname for a in node.names if a.asname and a.name.split(".")[0] == "torch")
-    return imported, modules
-
-
-def _forbidden_uses(tree, aliases=None):
-    """(top-level definition name, line, what) for each use of a forbidden torch API."""
-    imported, modules = aliases or _torch_aliases([tree])
-    uses = []
-    for top in tree.body:
-        owner = getattr(top, "name", "<top level>")
-        for node in ast.walk(top):
-            what = None
-            if isinstance(node, ast.Attribute) and node.attr in FORBIDDEN:
-                dotted = _dotted(node) or node.attr
-                if (dotted.rsplit(".", 1)[0] in FORBIDDEN_MODULES or dotted.startswith("torch.")
-                        or dotted.split(".")[0] in modules):
-                    what = dotted
-            elif isinstance(node, ast.Name) and node.id in imported and isinstance(node.ctx, ast.Load):
-                what = imported[node.id]
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-                  and len(node.args) > 1 and isinstance(node.args[1], ast.Constant) and node.args[1].value in FORBIDDEN):
-                what = f'getattr(..., "{node.args[1].value}")'
-            if what:
-                uses.append((owner, node.lineno, what))
-    return uses
-
-
-def _names_used(node):
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-
-
 def forbidden_api(code):
-    """Parts whose class uses a forbidden API, directly or through a helper defined in the notebook."""
+    """Parts whose class uses a forbidden API, directly or through anything it refers to (forbidden.py)."""
     findings = Findings()
-    helpers = {}  # helper name -> first use found in it
-    part_uses = {}
     trees = {index: ast.parse(source) for index, source in code.cell_sources.items()}
-    aliases = _torch_aliases(trees.values())
-    for index, tree in trees.items():
-        for owner, line, what in _forbidden_uses(tree, aliases):
-            where = f"{what} (cell {index}, line {line})"
-            if owner in PART_CELLS and code.class_cells.get(owner) == index:
-                part_uses.setdefault(owner, where)
-            elif owner not in PART_CELLS:
-                helpers.setdefault(owner, where)
-    # A second pass, as a helper may be defined in a cell below the class that calls it.
-    for index, tree in trees.items():
-        class_nodes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
-        for part, node in class_nodes.items():
-            if part in PART_CELLS and code.class_cells.get(part) == index:
-                for helper in _names_used(node) & set(helpers):
-                    part_uses.setdefault(part, f"{helpers[helper]} through {helper}")
-    for part, where in part_uses.items():
+    try:
+        uses = forbidden.part_uses(trees, code.class_cells)
+    except forbidden.AuditIncomplete as error:  # fail closed: a part the audit cannot read is not graded
+        uses = {part: f"code the audit cannot follow ({error})" for part in PART_CELLS if part in code.class_cells}
+    for part, where in uses.items():
         findings.flags.append(f"forbidden API in {part}: {where}")
         findings.withheld[part] = f"{part} uses {where}; attention must be written from scratch"
     return findings

@@ -53,6 +53,7 @@ class WorkerClient:
         self.isolation_used = None
         self.events = []   # (op, kind, message) of every failed call, for the report
         self.output = []   # what the student's code printed, capped by the worker
+        self.kernels = []  # (op, its `kind` arg, names) per answer that says fused attention ran (kernel_watch.py)
 
     # -- lifecycle
 
@@ -158,7 +159,7 @@ class WorkerClient:
     def _send(self, op, args, timeout, answer_limit=MAX_ANSWER_BYTES):
         clock = _Budget(self.process.pid, timeout)
         self._write(protocol.frame({"op": op, "args": args}), clock, op)
-        return lambda: self._answer(op, clock, answer_limit)
+        return lambda: self._answer(op, clock, answer_limit, args.get("kind"))
 
     def _write(self, data, clock, op):
         """Write a whole request without ever blocking: a worker that stops reading runs into the deadline."""
@@ -179,7 +180,7 @@ class WorkerClient:
             except (BrokenPipeError, ConnectionResetError):
                 raise self._died() from None
 
-    def _answer(self, op, clock, answer_limit=MAX_ANSWER_BYTES):
+    def _answer(self, op, clock, answer_limit=MAX_ANSWER_BYTES, layer=None):
         # A layer operation's attention stand-in asks the judge before the answer comes (attention_oracle); what
         # it asked stays in self.callbacks, the last operation's only. Every read and write has the op's deadline.
         self.callbacks = []
@@ -201,6 +202,8 @@ class WorkerClient:
             raise StudentError("protocol", "the worker's answer was not a message")
         if response.get("output"):
             self.output.append(_text(response["output"]))
+        if isinstance(response.get("kernels"), list) and response["kernels"]:
+            self.kernels.append((op, layer, [_text(name)[:100] for name in response["kernels"][:10]]))
         if not isinstance(response, dict) or not response.get("ok"):
             kind = response.get("kind") if response.get("kind") in ("memory", "exception") else "exception"
             raise StudentError(kind, _text(response.get("error", "unknown error"))[:2000])

@@ -3,7 +3,8 @@
 1. intake   unpack.intake: archive or notebook -> parsed notebook, student ID, flags, or why it can't be graded
 2. extract  notebook_code.extract: the notebook's definitions; each part found by grade_id, else by name
 3. audit    audit.inspect_code: forbidden APIs in TO DO regions, edited locked cells -> flags, withheld parts
-4. check    pytest over autograder/checks; the student's code runs only in a sandboxed worker
+4. check    pytest over autograder/checks; the student's code runs only in a sandboxed worker, which also
+            reports any fused attention kernel that ran (a second line after the audit: withheld parts)
 5. score    rubric weights -> a results.json in Gradescope's schema
 """
 import contextlib
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, scratch, training_cause, unpack
-from .assignment import TRAINING
+from .assignment import TRAINING, part_of
 from .client import WorkerClient
 from .notebook_code import extract
 from .outcome import CheckFailed, Outcome, as_outcome
@@ -106,6 +107,14 @@ def run_checks(context):
     return recorder.outcomes
 
 
+def forbidden_runs(kernel_records):
+    """Part -> the first fused attention kernel the worker saw run during that part's operations."""
+    runs = {}
+    for op, kind, names in kernel_records:
+        runs.setdefault(part_of(op, kind), names[0])
+    return runs
+
+
 def row_key(path, student_id=None):
     """The gradebook key: the student ID, else the file name made safe for a folder name."""
     if student_id:
@@ -190,6 +199,9 @@ def grade_submission(path, settings, set_aside=()):
             extra.update(isolation=client.isolation_used,
                          events=[{"op": op, "kind": kind, "message": message[:300]} for op, kind, message in client.events],
                          student_output="".join(client.output)[:4000])
+        for part, name in forbidden_runs(client.kernels).items():
+            flags.append(f"forbidden API ran in {part}: {name}")
+            findings.withheld.setdefault(part, f"{part} ran {name}; attention must be written from scratch")
         if client.isolation_used != "bwrap":
             flags.append(f"graded in a weaker cage than bwrap, as the TA asked: {sandbox.WEAKER_CAGE.get(client.isolation_used, client.isolation_used)}")
         withheld = findings.withheld if settings.withhold_forbidden else {}

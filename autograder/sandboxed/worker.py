@@ -13,9 +13,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+import kernel_watch  # noqa: E402
 import protocol  # noqa: E402
 
 STDOUT_CAP = 16 * 1024
+# Operations run without the kernel watch: loading defines classes, and training is too long to watch
+# cheaply (the static audit is the only line there).
+UNWATCHED = ("load", "train")
 
 
 class CappedText(io.TextIOBase):
@@ -62,13 +66,18 @@ def serve(requests, responses):
             request = protocol.read_message(requests.read)
         except (EOFError, protocol.ProtocolError):
             return
+        watch = kernel_watch.Watch()
         try:
             if request["op"] == "load":
                 namespaces, result = harness.load_namespaces(**request["args"], ask=ask_judge)
             else:
                 if namespaces is None:
                     raise RuntimeError("no submission loaded")
-                result = harness.run(namespaces, request["op"], request["args"])
+                if request["op"] in UNWATCHED:
+                    result = harness.run(namespaces, request["op"], request["args"])
+                else:
+                    with watch:
+                        result = harness.run(namespaces, request["op"], request["args"])
             response = {"ok": True, "result": result}
         except MemoryError:
             response = {"ok": False, "kind": "memory", "error": "memory limit: the code ran out of memory"}
@@ -78,6 +87,7 @@ def serve(requests, responses):
             response = {"ok": False, "kind": "memory" if out_of_memory else "exception",
                         "error": ("memory limit: " if out_of_memory else "") + message}
         response["output"] = captured.take()
+        response["kernels"] = watch.report()
         try:
             protocol.write_message(responses, response)
         except (TypeError, ValueError) as exc:  # a result that cannot be encoded is the student's problem
