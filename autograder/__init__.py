@@ -2,7 +2,7 @@
 import sys
 
 # Part of every results.json; a change here regrades submissions that a resumed batch would otherwise reuse.
-GRADER_VERSION = "1.2.0"
+GRADER_VERSION = "2.0.0"
 
 # The master notebook (the one source of truth: reference solution, nbgrader metadata) and its release.
 from .assignment import MASTER, RELEASE, REPO  # noqa: E402,F401
