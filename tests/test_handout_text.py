@@ -67,6 +67,6 @@ def test_training_points_are_said_to_depend_on_every_part(cells):
     intro = _flat(cells[0][1])
     section = _section_5(cells)
     assert "never costs you points in another" not in intro
-    assert "The Training points (section 5) come from the whole model built from all your parts" in intro
+    assert "Section 5 is the exception: it trains the full model built from all of your parts" in intro
     assert "a bug in any one part can cost the Training points as well" in section
     assert "The points of sections 1 to 4 depend only on each part's own code" in section
