@@ -5,7 +5,7 @@ import sys
 GRADER_VERSION = "2.0.0"
 
 # The master notebook (the one source of truth: reference solution, nbgrader metadata) and its release.
-from .assignment import MASTER, RELEASE, REPO  # noqa: E402,F401
+from autograder.assignment import MASTER, RELEASE, REPO  # noqa: E402,F401
 
 # jsonschema, which nbformat imports, loads rfc3987_syntax when it is installed (jupyter-events pulls it in) and
 # builds its IRI grammar on import: 1.6 s of every grading process, for a string format no notebook schema uses.

@@ -18,9 +18,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import GRADER_VERSION, feedback, forkserver, report, scratch, terminal, unpack
-from .gradebook import write_gradebook
-from .pipeline import grade_submission, results_document, row_key, set_aside_flag
+from autograder import GRADER_VERSION
+from autograder.reports import feedback, report, terminal
+from autograder.cage import forkserver, scratch
+from autograder.intake import unpack
+from autograder.reports.gradebook import write_gradebook
+from autograder.pipeline import grade_submission, results_document, row_key, set_aside_flag
 
 
 def file_sha256(path):

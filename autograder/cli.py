@@ -10,7 +10,7 @@ import glob
 import re
 import sys
 
-from . import forkserver, sandbox, scratch
+from autograder.cage import forkserver, sandbox, scratch
 
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMG]?)i?B?$", re.IGNORECASE)
 
@@ -96,8 +96,8 @@ def grade(args):
         # Started before the grader's own imports, so the worker's torch import runs alongside them.
         forkserver.prestart(limits, args.isolation, args.require_sandbox)
 
-    from .batch import grade_batch
-    from .pipeline import Settings
+    from autograder.batch import grade_batch
+    from autograder.pipeline import Settings
 
     settings = Settings(device=device, check_timeout=args.check_timeout,
                         isolation=args.isolation, require_sandbox=args.require_sandbox, limits=limits,
@@ -111,7 +111,7 @@ def grade(args):
 def report(args):
     from pathlib import Path
 
-    from .report import rebuild
+    from autograder.reports.report import rebuild
 
     if not Path(args.dir).is_dir():
         print(f"error: {args.dir} is not a folder", file=sys.stderr)
@@ -125,8 +125,8 @@ def report(args):
 def hand_grading_sheet(args):
     from pathlib import Path
 
-    from . import hand_grading
-    from .report import gradebook_documents
+    from autograder.reports import hand_grading
+    from autograder.reports.report import gradebook_documents
 
     out = Path(args.dir)
     if not out.is_dir():
@@ -151,7 +151,7 @@ def hand_grading_sheet(args):
 
 
 def export_gradescope(args):
-    from .gradescope import build_zip
+    from autograder.reports.gradescope import build_zip
 
     path = build_zip(args.zip)
     print(f"{path} written ({path.stat().st_size / 1024:.0f} KiB): upload it as the assignment's autograder")

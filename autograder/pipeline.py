@@ -17,13 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import GRADER_VERSION, audit, fingerprints, forkserver, hand_grading, sandbox, scratch, training_cause, unpack
-from .assignment import TRAINING, part_of
-from .client import WorkerClient
-from .notebook_code import extract
-from .outcome import CheckFailed, Outcome, as_outcome
-from .reference import load_arguments, reference
-from .rubric import PARTS, RUBRIC, TOTAL
+from autograder import GRADER_VERSION
+from autograder.intake import audit, unpack
+from autograder.checks import fingerprints, training_cause
+from autograder.cage import forkserver, sandbox, scratch
+from autograder.reports import hand_grading
+from autograder.assignment import TRAINING, part_of
+from autograder.cage.client import WorkerClient
+from autograder.intake.notebook_code import extract
+from autograder.outcome import CheckFailed, Outcome, as_outcome
+from autograder.reference import load_arguments, reference
+from autograder.rubric import PARTS, RUBRIC, TOTAL
 
 CHECKS = Path(__file__).resolve().parent / "checks"
 

@@ -7,9 +7,10 @@ import functools
 import json
 from pathlib import Path
 
-from . import MASTER, RELEASE, REPO, attention_oracle  # noqa: F401 (paths: where the other modules and tests find them)
-from .sandboxed import harness
-from .notebook_code import GIVEN_CELLS, PART_CELLS, extract
+from autograder import MASTER, RELEASE, REPO
+from autograder.cage import attention_oracle  # noqa: F401 (paths: where the other modules and tests find them)
+from autograder.sandboxed import harness
+from autograder.intake.notebook_code import GIVEN_CELLS, PART_CELLS, extract
 
 
 

@@ -6,8 +6,8 @@ runs all of the student's parts together).
 """
 from dataclasses import dataclass
 
-from .assignment import PART_NAMES as PARTS
-from .assignment import PARTS as _SPEC
+from autograder.assignment import PART_NAMES as PARTS
+from autograder.assignment import PARTS as _SPEC
 
 
 @dataclass(frozen=True)

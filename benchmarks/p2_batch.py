@@ -128,9 +128,9 @@ def grade_and_sample(batch_dir, out, jobs, options):
 def startup_seconds(repeats, isolation, reuse):
     """Median time from nothing to a worker that holds a loaded submission, ready for its first check.
     reuse: forked from the fork server, which is started (and waited for) before the timing begins."""
-    from autograder import forkserver
-    from autograder.client import WorkerClient
-    from autograder.notebook_code import extract
+    from autograder.cage import forkserver
+    from autograder.cage.client import WorkerClient
+    from autograder.intake.notebook_code import extract
     from autograder.reference import load_arguments
 
     code = extract(submission_variants()["solved"])

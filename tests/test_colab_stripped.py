@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from autograder import audit, fast_run, handout_match
-from autograder.notebook_code import extract
+from autograder.intake import audit, fast_run, handout_match
+from autograder.intake.notebook_code import extract
 import hostile_corpus as hc
 from corpus import ROOT, fill_handout
 

@@ -138,7 +138,7 @@ def test_no_similar_notebook_says_where_colab_puts_copies(tmp_path):
 
 def test_the_course_folder_packs_into_an_archive_the_grader_takes_without_flags(workdir, tmp_path_factory):
     """The seed's layout: this part, the ViT part and weight files, packed together on purpose."""
-    from autograder.unpack import intake
+    from autograder.intake.unpack import intake
     make_notebook(workdir / "Assignment2-2_ViT.ipynb")
     (workdir / "vit_best.pth").write_bytes(b"\x00weights")
     assert run(workdir, SID).returncode == 0

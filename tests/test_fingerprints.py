@@ -11,11 +11,11 @@ import re
 
 import pytest
 
-from autograder import fingerprints
+from autograder.checks import fingerprints
 from autograder.sandboxed import harness
-from autograder.bug_variants import FINGERPRINTS, fill_regions
-from autograder.client import StudentError, WorkerClient
-from autograder.notebook_code import PART_CELLS, extract
+from autograder.checks.bug_variants import FINGERPRINTS, fill_regions
+from autograder.cage.client import StudentError, WorkerClient
+from autograder.intake.notebook_code import PART_CELLS, extract
 from autograder.reference import MASTER, load_arguments, load_in_process, master_code
 
 try:

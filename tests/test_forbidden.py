@@ -1,6 +1,6 @@
 """The rule that attention is written from scratch: torch's ready-made attention is found however it is
 reached (aliases, helpers, private entry points, lookups by name), statically by the audit
-(autograder/forbidden.py), and at run time by the worker's kernel watch (autograder/sandboxed/kernel_watch.py).
+(autograder/intake/forbidden.py), and at run time by the worker's kernel watch (autograder/sandboxed/kernel_watch.py).
 
 Every static case is the reference solution with one way of reaching torch's attention put in; each must
 withhold exactly the part that reached it. Correct code written in any style must withhold nothing.
@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 import hostile_corpus as hc
 from corpus import CORRECT, MASTER
-from autograder import audit
-from autograder.notebook_code import extract
+from autograder.intake import audit
+from autograder.intake.notebook_code import extract
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -217,7 +217,7 @@ def test_forbidden_names_in_comments_and_strings_are_not_uses():
 
 
 def test_code_the_audit_cannot_follow_fails_closed(monkeypatch):
-    from autograder import name_flow
+    from autograder.intake import name_flow
 
     # Code nested past the judge's bounds never reaches the audit: extraction skips its cell (test_judge_bounds.py).
     # What the audit itself cannot follow within its own bounds (facts about names, steps of work) fails closed.

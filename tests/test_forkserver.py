@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from autograder import forkserver, sandbox
-from autograder.client import MAX_ANSWER_BYTES, StudentError, WorkerClient
+from autograder.cage import forkserver, sandbox
+from autograder.cage.client import MAX_ANSWER_BYTES, StudentError, WorkerClient
 from autograder.reference import load_arguments
 
 pytestmark = pytest.mark.skipif(not sandbox.isolation_available()["bwrap"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from autograder.rubric import RUBRIC, TOTAL
-from autograder.unpack import NOTEBOOK_NAME
+from autograder.intake.unpack import NOTEBOOK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -111,7 +111,7 @@ def test_zip_holds_what_gradescope_and_the_grader_need(exported):
         requirements = archive.read("requirements.txt").decode()
         setup = archive.read("setup.sh").decode()
     assert {"setup.sh", "run_autograder", "requirements.txt", "requirements-lock.txt"} <= names
-    assert {"autograder/__init__.py", "autograder/pipeline.py", "autograder/gradescope.py",
+    assert {"autograder/__init__.py", "autograder/pipeline.py", "autograder/reports/gradescope.py",
             "autograder/checks/conftest.py", "autograder/checks/pytest.ini"} <= names
     assert {f"source/Assignment2-1/{NOTEBOOK_NAME}", f"release/Assignment2-1/{NOTEBOOK_NAME}"} <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -128,7 +128,7 @@ def test_scripts_are_valid_bash(exported, tmp_path):
 
 
 def test_export_is_reproducible(exported, tmp_path):
-    from autograder.gradescope import build_zip
+    from autograder.reports.gradescope import build_zip
     assert build_zip(tmp_path / "again.zip").read_bytes() == exported.read_bytes()
 
 
@@ -161,7 +161,7 @@ def test_student_id_comes_from_gradescope_metadata(exported, tmp_path):
     (["not", "an", "object"], (None, "names no submitter")),
 ])
 def test_student_id_from_metadata(tmp_path, metadata, expected):
-    from autograder.gradescope import student_id_from_metadata
+    from autograder.reports.gradescope import student_id_from_metadata
     path = tmp_path / "submission_metadata.json"
     path.write_text(json.dumps(metadata), encoding="utf-8")
     student_id, problem = student_id_from_metadata(path)
@@ -174,7 +174,7 @@ def test_student_id_from_metadata(tmp_path, metadata, expected):
 
 def _intake_only(path, settings):
     """grade_submission without the checks: the same intake, so the same ID and file-name flags."""
-    from autograder import unpack
+    from autograder.intake import unpack
     from autograder.pipeline import results_document, row_key
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
@@ -191,7 +191,8 @@ def _intake_only(path, settings):
     ("whatever.ipynb", ("bogus",), "unknown-whatever.ipynb", True),
 ])
 def test_grade_upload_picks_the_id(tmp_path, monkeypatch, upload_name, sids, key, flagged):
-    from autograder import gradescope, pipeline
+    from autograder.reports import gradescope
+    from autograder import pipeline
     monkeypatch.setattr(pipeline, "grade_submission", _intake_only)
     (tmp_path / "submission").mkdir()
     (tmp_path / "submission" / upload_name).write_bytes(MASTER.read_bytes() if upload_name.endswith(".ipynb")
@@ -227,7 +228,7 @@ def test_upload_without_a_notebook_scores_0_with_the_reason(exported, tmp_path):
 def test_results_are_written_when_the_grader_cannot_start(exported, tmp_path):
     root = gradescope_root(tmp_path, exported, {"2024-12345.ipynb": MASTER.read_bytes()})
     (root / "source" / "autograder" / "__init__.py").unlink()
-    (root / "source" / "autograder" / "gradescope.py").unlink()
+    (root / "source" / "autograder" / "reports" / "gradescope.py").unlink()
     document = run_autograder(root)
     assert document["score"] == 0
     assert "could not run" in document["output"]

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import MASTER, batch, cli, hand_grading, report
+from autograder import MASTER, batch, cli
+from autograder.reports import hand_grading, report
 from autograder.pipeline import Settings
 from test_report import synthetic_document
 

@@ -387,7 +387,7 @@ def test_edited_locked_cells_are_flagged_and_graded_as_given(batch):
 
 
 def test_colab_stripped_notebook_is_graded_by_class_name_last_definition(batch):
-    from autograder import audit
+    from autograder.intake import audit
     results = batch.results("colab_stripped_duplicate")
     notebook = json.loads(batch.submitted("colab_stripped_duplicate").read_bytes())
     last = max(i for i, cell in enumerate(notebook["cells"])
@@ -583,7 +583,7 @@ def test_without_bwrap_grading_is_refused_and_says_how_to_install_it(tmp_path):
 
 def test_a_load_past_its_time_limit_is_not_retried_by_every_check():
     from autograder.checks.conftest import Student
-    from autograder.client import StudentError
+    from autograder.cage.client import StudentError
 
     class SlowToLoad:
         loads = 0
@@ -606,8 +606,8 @@ def test_a_load_past_its_time_limit_is_not_retried_by_every_check():
     ("import torch as T", "T.nn.functional.scaled_dot_product_attention"),
 ])
 def test_forbidden_api_behind_an_alias_imported_in_another_cell(setup, use):
-    from autograder import audit
-    from autograder.notebook_code import extract
+    from autograder.intake import audit
+    from autograder.intake.notebook_code import extract
 
     notebook = hc.fill_handout({"DecoderLayer": [hc.REF["DecoderLayer"][0] + f"\nself.spare = {use}",
                                                  hc.REF["DecoderLayer"][1]]})

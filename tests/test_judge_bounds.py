@@ -1,6 +1,6 @@
 """The judge's own work on one notebook is bounded: too many cells, an oversize cell, too much code in all, or a
 cell nested so deeply that CPython's parser gives up each cost a flag and the part whose class sat there, never
-a grader error (autograder/notebook_code.py, unpack.MAX_CELLS)."""
+a grader error (autograder/intake/notebook_code.py, unpack.MAX_CELLS)."""
 import copy
 import json
 import os
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import audit, unpack
-from autograder.notebook_code import MAX_CELL_CHARS, MAX_NESTING, MAX_SOURCE_CHARS, extract
+from autograder.intake import audit, unpack
+from autograder.intake.notebook_code import MAX_CELL_CHARS, MAX_NESTING, MAX_SOURCE_CHARS, extract
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "2023-00001.tar.gz"  # the reference solution: 100 points
@@ -142,7 +142,7 @@ def test_bounded_submissions_get_rows_with_flags_through_the_cli(tmp_path):
 
 
 def test_the_class_report_groups_these_flags():
-    from autograder.flags import kind_of
+    from autograder.reports.flags import kind_of
 
     def flag_kind(flag):
         return kind_of(flag).name

@@ -13,13 +13,13 @@ import torch
 
 import corpus
 import hostile_corpus as hc
-from autograder import attention_oracle
+from autograder.cage import attention_oracle
 from autograder.checks import conftest as checks_conftest
 from autograder.checks import test_decoder_layer, test_encoder_layer
 from autograder.checks.layer_diagnosis import diagnose
 from autograder.checks.layers import DIMS, decoder_inputs, encoder_inputs, role_weights
-from autograder.client import WorkerClient
-from autograder.notebook_code import Unit, extract
+from autograder.cage.client import WorkerClient
+from autograder.intake.notebook_code import Unit, extract
 from autograder.outcome import CheckFailed
 from autograder.reference import load_arguments, load_in_process, reference
 from autograder.rubric import RUBRIC

@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import corpus
-from autograder import pipeline, training_cause
-from autograder.bug_variants import FINGERPRINTS
+from autograder import pipeline
+from autograder.checks import training_cause
+from autograder.checks.bug_variants import FINGERPRINTS
 from autograder.checks import probe_attention, probe_pe
-from autograder.client import StudentError
-from autograder.notebook_code import extract
+from autograder.cage.client import StudentError
+from autograder.intake.notebook_code import extract
 from autograder.reference import load_arguments, reference
 from autograder.outcome import Outcome
 from autograder.rubric import RUBRIC

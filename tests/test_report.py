@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder import batch, feedback, report
-from autograder.bug_variants import FINGERPRINTS
+from autograder import batch
+from autograder.reports import feedback, report
+from autograder.checks.bug_variants import FINGERPRINTS
 from autograder.pipeline import Settings, results_document
 from autograder.rubric import PARTS, RUBRIC
 
@@ -245,7 +246,7 @@ def test_class_report_lists_who_carries_which_flags_by_kind(tmp_path):
     ("a flag nobody has named yet: details", "OT", "other"),
 ])
 def test_each_flag_has_a_kind_a_console_code_and_a_report_group(flag, code, group):
-    from autograder.flags import kind_of
+    from autograder.reports.flags import kind_of
     kind = kind_of(flag)
     assert (kind.code, kind.group) == (code, group)
 

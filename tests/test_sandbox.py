@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from autograder import sandbox
-from autograder.sandbox import Limits, SandboxUnavailable, isolation_available, launch
-from autograder.unpack import NOTEBOOK_NAME
+from autograder.cage import sandbox
+from autograder.cage.sandbox import Limits, SandboxUnavailable, isolation_available, launch
+from autograder.intake.unpack import NOTEBOOK_NAME
 
 AVAILABLE = isolation_available()
 needs_bwrap = pytest.mark.skipif(

@@ -1,5 +1,5 @@
 """A grader stopped by SIGTERM or SIGINT removes every temporary folder it made (they hold students' notebooks),
-in --jobs pool processes too, and exits with 128 + the signal (autograder/scratch.py)."""
+in --jobs pool processes too, and exits with 128 + the signal (autograder/cage/scratch.py)."""
 import os
 import shutil
 import signal
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder import scratch
+from autograder.cage import scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"

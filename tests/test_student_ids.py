@@ -1,4 +1,4 @@
-"""Which row a file belongs to (autograder/student_ids.py): only a name that is the student's submission name, as
+"""Which row a file belongs to (autograder/intake/student_ids.py): only a name that is the student's submission name, as
 CollectSubmission.sh makes it or as an LMS bulk download wraps it; a name that merely mentions an ID is no one's."""
 import csv
 import json
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autograder import student_ids
-from autograder.unpack import NOTEBOOK_NAME, student_id_from_name
+from autograder.intake import student_ids
+from autograder.intake.unpack import NOTEBOOK_NAME, student_id_from_name
 
 SID = "2023-18676"
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_two_files_of_one_student_give_the_same_row_on_every_run(tmp_path):
 
 def test_the_class_report_groups_these_flags():
     from autograder.pipeline import set_aside_flag
-    from autograder.flags import kind_of
+    from autograder.reports.flags import kind_of
 
     def flag_kind(flag):
         return kind_of(flag).name

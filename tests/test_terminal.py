@@ -6,7 +6,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from autograder import batch, terminal
+from autograder import batch
+from autograder.reports import terminal
 from autograder.pipeline import Settings
 from test_report import synthetic_document, write_class
 
@@ -29,7 +30,7 @@ def long_flags_document(key, rng):
 
 
 def test_summary_fits_80_columns_with_one_line_per_student(tmp_path):
-    from autograder import report
+    from autograder.reports import report
     write_class(tmp_path)
     documents = report.gradebook_documents(tmp_path)
     rng = random.Random(9)

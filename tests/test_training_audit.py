@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import hostile_corpus as hc
-from autograder import sandbox
+from autograder.cage import sandbox
 from autograder.pipeline import CPU_TRAINING, Settings, grade_submission
 from autograder.reference import master_code, reference
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from autograder.unpack import (EXTRACTED_NAME, NOTEBOOK_NAME, STUDENT_ID_RE, Intake,
+from autograder.intake.unpack import (EXTRACTED_NAME, NOTEBOOK_NAME, STUDENT_ID_RE, Intake,
                                discover, intake, student_id_from_name)
 
 SID = "2023-18676"

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from autograder.assignment import classes_needed
-from autograder.client import StudentError
+from autograder.cage.client import StudentError
 
 PREFIX = {"time": "", "memory": "", "crash": "", "protocol": "", "exception": "your code raised an error:\n"}
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from autograder.checks.layer_diagnosis import diagnose
-from autograder.compare import Mismatch, assert_close
+from autograder.checks.compare import Mismatch, assert_close
 from autograder.outcome import fail
 
 DIMS = {"dim": 32, "head_num": 4, "FFN_dim": 64, "dropout": 0.1}

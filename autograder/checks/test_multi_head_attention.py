@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autograder.checks import probe_attention as probe
-from autograder.compare import Mismatch, assert_close
+from autograder.checks.compare import Mismatch, assert_close
 from autograder.outcome import fail
 
 DIM, HEADS = 32, 4

@@ -6,7 +6,7 @@ the right values stored the wrong way loses the storage check only.
 import torch
 
 from autograder.checks import probe_pe
-from autograder.compare import Mismatch, assert_close
+from autograder.checks.compare import Mismatch, assert_close
 from autograder.outcome import fail
 
 # Long enough that the slowest column of a 16-wide table goes through a measurable part of its period.

@@ -1,7 +1,7 @@
 """The fork server: imports torch once, then forks each worker into a cage of its own.
 
 A new Python that imports torch costs seconds of CPU; a fork of one that already has costs milliseconds.
-The judge (autograder/forkserver.py) starts this file inside bwrap with just enough capabilities to build
+The judge (autograder/cage/forkserver.py) starts this file inside bwrap with just enough capabilities to build
 namespaces (it never runs student code itself), and a Unix SOCK_SEQPACKET socket as stdin. Each "fork"
 request carries the two pipe ends of a new worker and its limits. For each worker:
 

@@ -9,8 +9,8 @@ import os
 import sys
 from pathlib import Path
 
-from . import hand_grading
-from .rubric import PARTS, TOTAL
+from autograder.reports import hand_grading
+from autograder.rubric import PARTS, TOTAL
 
 CSV_COLUMNS = ["student_id", "score", "max_score", *PARTS, "flags", "error", "hand_graded", "total"]
 

@@ -2,7 +2,7 @@
 
 `python -m autograder export-gradescope OUT.zip` writes the zip. Gradescope unpacks it into
 /autograder/source, runs setup.sh there once while it builds the image, and then for every submission
-runs run_autograder, which calls `python -m autograder.gradescope`: that grades whatever the student
+runs run_autograder, which calls `python -m autograder.reports.gradescope`: that grades whatever the student
 uploaded to /autograder/submission with the same pipeline and checks as `python -m autograder grade`,
 and writes /autograder/results/results.json. The student ID is the submitter's `sid` in Gradescope's
 /autograder/submission_metadata.json (students upload files under any name there). A results.json is
@@ -25,9 +25,9 @@ import traceback
 import zipfile
 from pathlib import Path
 
-from . import unpack
+from autograder.intake import unpack
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]
 REPO = PACKAGE.parent
 NOTEBOOK_PATHS = (f"source/Assignment2-1/{unpack.NOTEBOOK_NAME}", f"release/Assignment2-1/{unpack.NOTEBOOK_NAME}")
 # What the judge and the worker import, plus matplotlib: the notebook's setup cell imports it, and a
@@ -83,7 +83,7 @@ if [ -x "$root/venv/bin/python3" ]; then
     PATH="$root/venv/bin:$PATH"
 fi
 cd "$root/source" || exit 1
-python3 -m autograder.gradescope --root "$root"
+python3 -m autograder.reports.gradescope --root "$root"
 status=$?
 if [ ! -s "$results" ]; then
     cat > "$results" <<EOF
@@ -177,7 +177,7 @@ def _listing(submission_dir, limit=10):
 def failure_document(reason, elapsed=0.0, student_id="submission"):
     """A zero with the reason, in the same shape as a graded result when the pipeline can be imported."""
     try:
-        from .pipeline import results_document
+        from autograder.pipeline import results_document
         return results_document(student_id, {}, flags=[], error=reason, elapsed=elapsed)
     except Exception:  # noqa: BLE001 (the grader's own imports may be what is broken)
         return {"score": 0.0, "execution_time": round(elapsed, 2), "output": f"Not graded: {reason}", "tests": [],
@@ -229,8 +229,8 @@ def grade_upload(submission_dir, metadata=None):
         return failure_document(f"the upload holds no notebook or CollectSubmission archive ({expected}); "
                                 f"it holds: {_listing(submission_dir)}", time.monotonic() - started)
     chosen = candidates[0]
-    from .cli import resolve_device
-    from .pipeline import Settings, grade_submission
+    from autograder.cli import resolve_device
+    from autograder.pipeline import Settings, grade_submission
 
     student_id, problem = student_id_from_metadata(metadata) if metadata else (None, "no submission metadata")
     with tempfile.TemporaryDirectory(prefix="gradescope-") as folder:
@@ -268,7 +268,7 @@ def run(root):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m autograder.gradescope",
+    parser = argparse.ArgumentParser(prog="python -m autograder.reports.gradescope",
                                      description="Grade a Gradescope upload (run by run_autograder).")
     parser.add_argument("--root", default=os.environ.get("AUTOGRADER_ROOT", DEFAULT_ROOT),
                         help=f"Gradescope's folder (default $AUTOGRADER_ROOT, else {DEFAULT_ROOT})")

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .rubric import PARTS
+from autograder.rubric import PARTS
 
 # How a check's message starts when the code gave no answer, and what to tell the student about it.
 NO_ANSWER_NOTES = (

@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import MASTER
-from .assignment import FREE_RESPONSE
+from autograder import MASTER
+from autograder.assignment import FREE_RESPONSE
 
 ANSWER_GRADE_ID = FREE_RESPONSE
 ANSWER_HEADING = re.compile(r"^#+\s*What you tried and found\s*$", re.IGNORECASE | re.MULTILINE)

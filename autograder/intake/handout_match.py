@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import nbformat
 
-from .reference import RELEASE
+from autograder.reference import RELEASE
 
 # A pair of cells shares at least this fraction of lines to be matched at all; an edited locked cell keeps
 # almost all its lines, an unrelated cell shares few.

@@ -9,7 +9,7 @@ import functools
 
 import torch
 
-from .sandboxed import harness, protocol
+from autograder.sandboxed import harness, protocol
 
 MAX_CALLS_PER_OPERATION = 16
 MAX_DIM = 1024
@@ -24,7 +24,7 @@ class Refused(ValueError):
 
 @functools.lru_cache(maxsize=None)
 def master_attention_class():
-    from .reference import master_code  # late: reference imports this module
+    from autograder.reference import master_code  # late: reference imports this module
     namespace = {}
     exec(harness.PREAMBLE, namespace)  # noqa: S102 (the master is trusted)
     unit = master_code().classes["MultiHeadAttention"]

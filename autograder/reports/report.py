@@ -17,10 +17,10 @@ from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
-from . import feedback, hand_grading
-from .flags import GROUPS, kind_of, kinds_of
-from .gradebook import write_gradebook
-from .rubric import PARTS, RUBRIC
+from autograder.reports import feedback, hand_grading
+from autograder.reports.flags import GROUPS, kind_of, kinds_of
+from autograder.reports.gradebook import write_gradebook
+from autograder.rubric import PARTS, RUBRIC
 
 COLORS = dict(zip(PARTS, ("#4c6ef5", "#7950f2", "#12b886", "#f59f00", "#e64980")))
 SHORT = dict(zip(PARTS, ("PE", "MHA", "encoder", "decoder", "training")))

@@ -4,8 +4,8 @@ Training runs the given Transformer built from all of the student's parts (the w
 bug in any part can cost its points. The feedback then names the part whose own checks failed, with the
 properties they measured, rather than leaving the student to guess from a loss curve.
 """
-from .outcome import Outcome, as_outcome
-from .rubric import PARTS, RUBRIC
+from autograder.outcome import Outcome, as_outcome
+from autograder.rubric import PARTS, RUBRIC
 
 TRAINING = "Training"
 

@@ -6,7 +6,7 @@ the master's class with those regions replaced, so everything the handout gives 
 combine, forward, `return output`) stays the master's own. Titles and hints say what is wrong in words,
 never with the code that fixes it.
 
-The variants are ours and trusted: autograder.fingerprints runs them in the judge process.
+The variants are ours and trusted: autograder.checks.fingerprints runs them in the judge process.
 """
 import re
 import textwrap

@@ -25,9 +25,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import student_ids
-from .assignment import NOTEBOOK
-from .student_ids import STUDENT_ID_RE, SUBMISSION_SUFFIXES  # noqa: F401 (part of this module's interface)
+from autograder.intake import student_ids
+from autograder.assignment import NOTEBOOK
+from autograder.intake.student_ids import STUDENT_ID_RE, SUBMISSION_SUFFIXES  # noqa: F401 (part of this module's interface)
 
 NOTEBOOK_NAME = NOTEBOOK
 EXTRACTED_NAME = "submission.ipynb"

@@ -47,14 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import scratch
+from autograder.cage import scratch
 
 NOBODY = 65534
 # As root, each grading process gives its workers a uid of their own (WORKER_UID_BASE + its pid): RLIMIT_NPROC
 # counts processes per uid across the host, so with one shared uid a fork bomb in one job would starve the others.
 WORKER_UID_BASE = 200000
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SANDBOXED = Path(__file__).resolve().parent / "sandboxed"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SANDBOXED = Path(__file__).resolve().parents[1] / "sandboxed"
 ISOLATIONS = ("bwrap", "unshare", "none")
 SCRATCH_BYTES = 256 * 2**20
 SCRATCH = "/scratch"  # inside bwrap: the worker's own writable folder, a tmpfs; /tmp is read-only

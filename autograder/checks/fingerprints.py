@@ -1,6 +1,6 @@
 """Naming the bug behind a failed part: the student's outputs against known-bug variants of the reference.
 
-Every variant of autograder.bug_variants is the master's class with one realistic mistake. For a part that
+Every variant of autograder.checks.bug_variants is the master's class with one realistic mistake. For a part that
 lost points, a fixed set of probe operations (the harness operations and inputs the checks use) runs on
 the student's classes and on every variant of that part; a variant whose outputs the student's match on
 every probe names the bug. The variants' outputs are the same for every submission, so each process
@@ -22,15 +22,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .sandboxed import harness
-from .assignment import CLASS_PARTS
-from .bug_variants import FINGERPRINTS, fill_regions
-from .checks.layers import DIMS, decoder_inputs, encoder_inputs, key_padding_mask, role_weights
-from .client import StudentError
-from .outcome import Outcome, as_outcome
-from .notebook_code import Unit
-from .reference import load_in_process, master_code, reference
-from .rubric import RUBRIC
+from autograder.sandboxed import harness
+from autograder.assignment import CLASS_PARTS
+from autograder.checks.bug_variants import FINGERPRINTS, fill_regions
+from autograder.checks.layers import DIMS, decoder_inputs, encoder_inputs, key_padding_mask, role_weights
+from autograder.cage.client import StudentError
+from autograder.outcome import Outcome, as_outcome
+from autograder.intake.notebook_code import Unit
+from autograder.reference import load_in_process, master_code, reference
+from autograder.rubric import RUBRIC
 
 ATOL, RTOL = 1e-5, 1e-4
 MIN_COVERAGE = 0.5

@@ -14,8 +14,8 @@ import signal
 import time
 from pathlib import Path
 
-from . import attention_oracle, forkserver, sandbox
-from .sandboxed import protocol
+from autograder.cage import attention_oracle, forkserver, sandbox
+from autograder.sandboxed import protocol
 
 # The largest answer any check expects is a PE table of 100 x 512 float64 values (about 0.5 MB as base64).
 MAX_ANSWER_BYTES = 8 * 2**20

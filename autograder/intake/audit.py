@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import nbformat
 from nbgrader.utils import compute_checksum, is_locked
 
-from . import forbidden, handout_match
-from .fast_run import fast_run_flags
-from .notebook_code import PART_CELLS
-from .reference import RELEASE
+from autograder.intake import forbidden, handout_match
+from autograder.intake.fast_run import fast_run_flags
+from autograder.intake.notebook_code import PART_CELLS
+from autograder.reference import RELEASE
 
 STRIPPED_FLAG = ("the notebook's cell metadata was stripped (Colab does this); "
                  "cells were matched to the handout by content")

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 from rich.text import Text
 
-from .flags import OTHER_CODE, kinds_of
-from .rubric import PARTS
+from autograder.reports.flags import OTHER_CODE, kinds_of
+from autograder.rubric import PARTS
 
 ERROR_CODE = "ER"
 HEADERS = dict(zip(PARTS, ("PE", "MHA", "Enc", "Dec", "Train")))

@@ -75,7 +75,7 @@ def _stop(signum, _frame):
 
 
 def _kill_descendants():
-    from .forkserver import descendants  # not at import time: forkserver makes its folder with make()
+    from autograder.cage.forkserver import descendants  # not at import time: forkserver makes its folder with make()
 
     for _ in range(5):  # rounds: a process may fork while the last round ran
         family = descendants(os.getpid())

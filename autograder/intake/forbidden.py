@@ -10,8 +10,8 @@ kernel watch (sandboxed/kernel_watch.py) is the second line for those (docs/thre
 """
 import ast
 
-from .name_flow import Dataflow, NotSettled
-from .notebook_code import GIVEN_CELLS, PART_CELLS
+from autograder.intake.name_flow import Dataflow, NotSettled
+from autograder.intake.notebook_code import GIVEN_CELLS, PART_CELLS
 
 PUBLIC = {"MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
           "TransformerDecoderLayer", "scaled_dot_product_attention", "multi_head_attention_forward", "flex_attention"}

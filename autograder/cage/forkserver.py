@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from . import sandbox, scratch
+from autograder.cage import sandbox, scratch
 
 
 

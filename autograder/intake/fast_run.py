@@ -10,7 +10,7 @@ import ast
 import functools
 import re
 
-from . import handout_match
+from autograder.intake import handout_match
 
 FLAG = ("the notebook was run in fast mode (TRANSFORMER_FAST_RUN=1): "
         "the training results in it are not from the full run")

@@ -15,7 +15,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .assignment import CLASS_PARTS, GIVEN_CELLS  # noqa: F401 (GIVEN_CELLS: where others find it)
+from autograder.assignment import CLASS_PARTS, GIVEN_CELLS  # noqa: F401 (GIVEN_CELLS: where others find it)
 
 PART_CELLS = {part.name: part.grade_id for part in CLASS_PARTS}
 _MAGIC = re.compile(r"^(\s*)[%!]")
