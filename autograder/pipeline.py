@@ -1,11 +1,13 @@
-"""Grading one submission. The pipeline, in the order grade_submission runs it:
+"""Grading one submission. The pipeline, in the order grade_submission runs it (one folder of autograder/ each):
 
-1. intake   unpack.intake: archive or notebook -> parsed notebook, student ID, flags, or why it can't be graded
-2. extract  notebook_code.extract: the notebook's definitions; each part found by grade_id, else by name
-3. audit    audit.inspect_code: forbidden APIs in TO DO regions, edited locked cells -> flags, withheld parts
-4. check    pytest over autograder/checks; the student's code runs only in a sandboxed worker, which also
-            reports any fused attention kernel that ran (a second line after the audit: withheld parts)
-5. score    rubric weights -> a results.json in Gradescope's schema
+1. intake   intake/unpack.intake: archive or notebook -> parsed notebook, student ID, flags, or why it can't be
+            graded; intake/notebook_code.extract: the definitions, each part by grade_id, else by name;
+            intake/audit.inspect_code: forbidden APIs, edited locked cells -> flags, withheld parts
+2. cage     cage/client.WorkerClient: a sandboxed worker (sandboxed/) loads the student's code; nothing else runs it
+3. check    pytest over checks/, one test per rubric line; each outcome a structured value (outcome.py); failed
+            parts get their likely bug named (checks/fingerprints) and Training its likely cause; the worker
+            also reports any fused attention kernel that ran (a second line after the audit: withheld parts)
+4. score    rubric weights -> a results.json in Gradescope's schema, which reports/ turns into feedback
 """
 import contextlib
 import io
