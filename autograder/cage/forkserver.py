@@ -53,6 +53,21 @@ def descendants(root, table=None):
     return family
 
 
+def kill_below(root, rounds=20):
+    """SIGKILL every live process below `root`, in rounds: a fork bomb keeps making new ones."""
+    for _ in range(rounds):
+        table = process_table()
+        alive = [pid for pid in descendants(root, table) if table[pid][1] != "Z"]
+        if not alive:
+            return
+        for pid in alive:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        time.sleep(0.01)
+
+
 def _namespace_pid(pid):
     """The pid as the innermost pid namespace of the process sees it, and how deep that namespace is."""
     try:
@@ -193,19 +208,8 @@ class Forkserver:
     def kill_workers(self):
         """SIGKILL every process below the server (rounds, for a fork bomb's newest children). Each worker's
         pid namespace dies with its init anyway; this is for the judge not to wait on that."""
-        if self.pid is None:
-            return
-        for _ in range(20):
-            table = process_table()
-            alive = [pid for pid in descendants(self.pid, table) if table[pid][1] != "Z"]
-            if not alive:
-                return
-            for pid in alive:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            time.sleep(0.01)
+        if self.pid is not None:
+            kill_below(self.pid)
 
     def close(self):
         self.kill_workers()

@@ -75,14 +75,6 @@ def _stop(signum, _frame):
 
 
 def _kill_descendants():
-    from autograder.cage.forkserver import descendants  # not at import time: forkserver makes its folder with make()
+    from autograder.cage.forkserver import kill_below  # not at import time: forkserver makes its folder with make()
 
-    for _ in range(5):  # rounds: a process may fork while the last round ran
-        family = descendants(os.getpid())
-        if not family:
-            return
-        for pid in family:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    kill_below(os.getpid(), rounds=5)
