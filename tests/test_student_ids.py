@@ -124,7 +124,7 @@ def test_two_files_of_one_student_give_the_same_row_on_every_run(tmp_path):
         with open(out / "grades.csv", newline="", encoding="utf-8") as handle:
             rows.append({row["student_id"]: row for row in csv.DictReader(handle)})
         if run:
-            assert "(2 reused from earlier runs)" in completed.stderr, completed.stderr[-3000:]
+            assert "reused 2 of 2" in completed.stderr, completed.stderr[-3000:]
     assert rows[0] == rows[1] == rows[2]
     assert set(rows[0]) == {"2023-00001", "unknown-notes_for_2023-00001.ipynb"}
     mine = rows[0]["2023-00001"]
