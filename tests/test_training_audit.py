@@ -7,7 +7,7 @@ import torch
 import hostile_corpus as hc
 from autograder.cage import sandbox
 from autograder.pipeline import CPU_TRAINING, Settings, grade_submission
-from autograder.reference import master_code, reference
+from autograder.reference import reference
 
 pytestmark = pytest.mark.skipif(not sandbox.isolation_available()["bwrap"],
                                 reason="grading needs bwrap (apt-get install -y bubblewrap)")
@@ -57,7 +57,6 @@ def test_an_honest_correct_notebook_is_verified_and_keeps_its_points(tmp_path):
 def test_weights_by_role_name_the_same_parameters_in_any_style():
     """The reference's own trained weights load back into a fresh reference model and give the loss it ended on."""
     trained = reference("cpu").run("train", config=CPU_TRAINING, steps=5, seed=0, device="cpu")
-    assert master_code()  # the reference is the master's code
     verified = reference("cpu").run("loss_with_weights", config=CPU_TRAINING, weights=trained["weights"])
     assert verified["loaded"] and verified["loss"] < trained["losses"][0]
     shuffled = dict(trained["weights"])

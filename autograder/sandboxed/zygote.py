@@ -23,6 +23,7 @@ import resource
 import signal
 import socket
 import sys
+import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -187,8 +188,6 @@ def _reap():
 
 def _exit_code(pid, grace=2.0):
     """The keeper's exit code (the worker's, passed on); None if it is not ours."""
-    import time
-
     deadline = time.monotonic() + grace
     while pid not in _statuses and time.monotonic() < deadline:
         _reap()
